@@ -1,0 +1,33 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv on a fresh
+# machine through `make venv`, which is a no-op while .venv matches pyproject.toml.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo protos bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Regenerate the protobuf-upb wire modules from our own small .proto files.
+protos: venv
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: venv
+	$(BIN)/python -m control_plane.demo
+
+bench: venv
+	$(BIN)/python bench/envoy_push.py
+	$(BIN)/python bench/xds_fanout.py --proxies 1000
+
+clean:
+	rm -rf $(VENV) .pytest_cache
