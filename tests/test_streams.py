@@ -1,0 +1,333 @@
+"""The ADS protocol rules, driven without a network (xds/streams.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from xds.cache import SnapshotCache
+from xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, CachedResource, InconsistentSnapshotError, Snapshot
+from xds.status import StatusRegistry
+from xds.streams import DeltaStream, SotwStream
+from xds.wire import discovery_pb2 as wire
+
+
+def snap(clusters: dict[str, str], routes: dict[str, tuple[str, ...]], listeners=("l1",), tag: str = "") -> Snapshot:
+    """clusters: name -> content tag; routes: route name -> clusters it names."""
+    res = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
+    for name, content in clusters.items():
+        res[CLUSTER][name] = CachedResource.build(CLUSTER, name, f"c:{name}:{content}".encode(), [name])
+        res[ENDPOINT][name] = CachedResource.build(ENDPOINT, name, f"e:{name}:{content}{tag}".encode())
+    for name, refs in routes.items():
+        res[ROUTE][name] = CachedResource.build(ROUTE, name, f"r:{name}:{refs}".encode(), refs)
+    for name in listeners:
+        res[LISTENER][name] = CachedResource.build(LISTENER, name, f"l:{name}".encode(), routes.keys())
+    return Snapshot(res)
+
+
+def decode_sotw(payload: bytes) -> wire.DiscoveryResponse:
+    return wire.DiscoveryResponse.FromString(payload)
+
+
+def decode_delta(payload: bytes) -> wire.DeltaDiscoveryResponse:
+    return wire.DeltaDiscoveryResponse.FromString(payload)
+
+
+NODE = wire.Node(id="envoy-1", cluster="gw")
+
+
+def sotw_req(type_url, names=(), nonce="", version="", error=None, node=NODE):
+    req = wire.DiscoveryRequest(type_url=type_url, resource_names=list(names), response_nonce=nonce, version_info=version)
+    if node is not None:
+        req.node.CopyFrom(node)
+    if error:
+        req.error_detail.code = 13
+        req.error_detail.message = error
+    return req
+
+
+class SotwClient:
+    """Plays Envoy's side of a SotW stream: requests, ACKs, NACKs."""
+
+    def __init__(self, stream: SotwStream):
+        self.stream = stream
+        self.sent_node = False
+
+    def request(self, type_url, names=(), nonce="", version="", error=None) -> list[wire.DiscoveryResponse]:
+        node = None if self.sent_node else NODE
+        self.sent_node = True
+        self.stream.on_request(sotw_req(type_url, names, nonce, version, error, node))
+        return self.drain()
+
+    def drain(self) -> list[wire.DiscoveryResponse]:
+        out = [decode_sotw(p) for p in self.stream.outbox]
+        self.stream.outbox.clear()
+        return out
+
+    def ack(self, resp: wire.DiscoveryResponse, names=()) -> list[wire.DiscoveryResponse]:
+        return self.request(resp.type_url, names, resp.nonce, resp.version_info)
+
+
+def resource_names(resp) -> list[str]:
+    return sorted(_name_of(a) for a in resp.resources)
+
+
+def _name_of(any_msg) -> str:
+    # Our fake payloads are "kind:name:content".
+    return any_msg.value.decode().split(":")[1]
+
+
+@pytest.fixture
+def env():
+    cache = SnapshotCache()
+    registry = StatusRegistry()
+    return cache, registry
+
+
+def connect_sotw(cache, registry, eds_names=("a", "b"), rds_names=("r",)):
+    """A client that has fetched and ACKed everything of the current snapshot."""
+    client = SotwClient(SotwStream(cache, registry))
+    for type_url, names in ((CLUSTER, ()), (LISTENER, ())):
+        for resp in client.request(type_url, names):
+            client.ack(resp)
+    for resp in client.request(ENDPOINT, eds_names):
+        client.ack(resp, eds_names)
+    # LDS is only sent once clusters are ACKed; ACK whatever is out.
+    pending = client.drain()
+    for resp in client.request(ROUTE, rds_names):
+        pending.append(resp)
+    for resp in pending:
+        client.ack(resp, rds_names if resp.type_url == ROUTE else eds_names if resp.type_url == ENDPOINT else ())
+    return client
+
+
+def test_first_requests_get_full_views_and_routes_wait_for_clusters(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    client = SotwClient(SotwStream(cache, registry))
+    (cds,) = client.request(CLUSTER)
+    assert resource_names(cds) == ["a", "b"]
+    # LDS requested before clusters are ACKed: held (make-before-break).
+    assert client.request(LISTENER) == []
+    (eds,) = client.request(ENDPOINT, ["a", "b"])
+    assert resource_names(eds) == ["a", "b"]
+    # The CDS ACK releases the listener.
+    out = client.ack(cds)
+    assert [r.type_url for r in out] == [LISTENER]
+
+
+def test_ack_nack_stale_nonce_and_send_only_on_change(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    client = connect_sotw(cache, registry)
+    assert client.stream.converged()
+    first_version = cache.snapshot("*").version
+    assert registry.is_converged("*", first_version)
+
+    # Publishing the same content again sends nothing.
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    assert client.drain() == []
+
+    # A route change sends RDS only.
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a",)}))
+    (rds,) = client.drain()
+    assert rds.type_url == ROUTE
+    # A stale nonce (an older one) is ignored.
+    assert client.request(ROUTE, ["r"], nonce="1", version="x") == []
+    # NACK: recorded, nothing resent, not converged.
+    assert client.request(ROUTE, ["r"], nonce=rds.nonce, version=first_version, error="Sum of weights must be > 0") == []
+    status = registry.proxies()[0]
+    assert status.nacks[-1].message == "Sum of weights must be > 0"
+    assert status.nacks[-1].type_url == ROUTE
+    assert not client.stream.converged()
+    assert status.converged_version is None
+    # The next change is sent; its ACK converges the proxy.
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("b",)}))
+    (rds2,) = client.drain()
+    assert client.ack(rds2, ["r"]) == []
+    assert registry.is_converged("*", cache.snapshot("*").version)
+
+
+def test_new_cluster_before_route_and_removal_after_route_ack(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    client = connect_sotw(cache, registry)
+    # Replace b by c: the route moves to c, b goes away.
+    cache.set_snapshot("*", snap({"a": "1", "c": "1"}, {"r": ("a", "c")}))
+    out = client.drain()
+    assert [r.type_url for r in out] == [CLUSTER, ENDPOINT]
+    cds, eds = out
+    assert resource_names(cds) == ["a", "b", "c"]  # b retained until routes moved
+    assert resource_names(eds) == ["a"]  # only subscribed names; c not yet subscribed
+    # Envoy subscribes to c's endpoints right after the ACK: a fresh request, answered.
+    assert client.ack(eds, ["a", "b"]) == []
+    out = client.request(ENDPOINT, ["a", "b", "c"], nonce=eds.nonce)
+    assert [resource_names(r) for r in out] == [["a", "c"]]
+
+
+def test_eds_answered_without_waiting_for_cds_ack(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    client = connect_sotw(cache, registry)
+    cache.set_snapshot("*", snap({"a": "1", "c": "1"}, {"r": ("a", "c")}))
+    cds, eds = client.drain()
+    # Envoy NACKs nothing; it ACKs the EDS response with a new subscription including c.
+    out = client.ack(eds, ["a", "b", "c"])
+    assert [r.type_url for r in out] == [ENDPOINT]
+    assert resource_names(out[0]) == ["a", "c"]
+    eds2 = out[0]
+    assert client.ack(eds2, ["a", "b", "c"]) == []
+    # CDS ACK (after warming) releases the route, not the removal.
+    out = client.ack(cds)
+    assert [r.type_url for r in out] == [ROUTE]
+    assert not client.stream.converged()
+    # Route ACK releases the final CDS without b.
+    out = client.ack(out[0], ["r"])
+    assert [r.type_url for r in out] == [CLUSTER]
+    assert resource_names(out[0]) == ["a", "c"]
+    assert client.ack(out[0]) == []
+    assert client.stream.converged()
+
+
+def test_repeated_eds_request_with_acked_nonce_is_answered(env):
+    """Envoy re-creates a changed cluster and asks for its endpoints again (FIELD-NOTES)."""
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    client = connect_sotw(cache, registry)
+    eds_state = client.stream.types[ENDPOINT]
+    out = client.request(ENDPOINT, ["a", "b"], nonce=eds_state.nonce, version=eds_state.sent.version)
+    assert [r.type_url for r in out] == [ENDPOINT]
+    assert resource_names(out[0]) == ["a", "b"]
+
+
+def test_delta_removal_nack_and_forced_endpoints(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    stream = DeltaStream(cache, registry)
+
+    def req(type_url, subscribe=(), unsubscribe=(), nonce="", error=None, node=None):
+        r = wire.DeltaDiscoveryRequest(
+            type_url=type_url,
+            resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            response_nonce=nonce,
+        )
+        if node is not None:
+            r.node.CopyFrom(node)
+        if error:
+            r.error_detail.code = 13
+            r.error_detail.message = error
+        stream.on_request(r)
+        out = [decode_delta(p) for p in stream.outbox]
+        stream.outbox.clear()
+        return out
+
+    (cds,) = req(CLUSTER, node=NODE)
+    assert sorted(r.name for r in cds.resources) == ["a", "b"]
+    assert req(LISTENER) == []  # held until clusters ACKed
+    (eds,) = req(ENDPOINT, ["a", "b"])
+    assert req(ENDPOINT, nonce=eds.nonce) == []
+    (lds,) = req(CLUSTER, nonce=cds.nonce)
+    assert lds.type_url == LISTENER
+    assert req(LISTENER, nonce=lds.nonce) == []
+    (rds,) = req(ROUTE, ["r"])
+    assert req(ROUTE, nonce=rds.nonce) == []
+    assert stream.converged()
+
+    # Modify cluster a (content change), remove b, route to a only.
+    cache.set_snapshot("*", snap({"a": "2"}, {"r": ("a",)}))
+    out = [decode_delta(p) for p in stream.outbox]
+    stream.outbox.clear()
+    assert [r.type_url for r in out] == [CLUSTER, ENDPOINT]
+    cds2, eds2 = out
+    assert [r.name for r in cds2.resources] == ["a"] and list(cds2.removed_resources) == []
+    assert [r.name for r in eds2.resources] == ["a"]
+    # NACK of the CDS: the proxy did not take it; nothing is resent until it changes.
+    assert req(CLUSTER, nonce=cds2.nonce, error="bad cluster") == []
+    assert registry.proxies()[0].nacks[-1].message == "bad cluster"
+    assert req(ENDPOINT, nonce=eds2.nonce) == []
+    # A fixed snapshot goes out; its ACK releases the route, then the removal of b.
+    cache.set_snapshot("*", snap({"a": "3"}, {"r": ("a",)}))
+    out = [decode_delta(p) for p in stream.outbox]
+    stream.outbox.clear()
+    cds3 = out[0]
+    assert cds3.type_url == CLUSTER and [r.name for r in cds3.resources] == ["a"]
+    # Endpoints of the modified (re-created) cluster are resent even though unchanged.
+    eds3 = out[1]
+    assert eds3.type_url == ENDPOINT and [r.name for r in eds3.resources] == ["a"]
+    req(ENDPOINT, nonce=eds3.nonce)
+    (rds2,) = req(CLUSTER, nonce=cds3.nonce)
+    assert rds2.type_url == ROUTE
+    out = req(ROUTE, nonce=rds2.nonce)
+    assert [(r.type_url, list(r.removed_resources)) for r in out] == [(CLUSTER, ["b"]), (ENDPOINT, ["b"])]
+    for r in out:
+        req(r.type_url, nonce=r.nonce)
+    assert stream.converged()
+    assert registry.is_converged("*", cache.snapshot("*").version)
+
+
+def test_delta_reconnect_with_initial_versions_sends_only_differences(env):
+    cache, registry = env
+    s = snap({"a": "1", "b": "1"}, {"r": ("a", "b")})
+    cache.set_snapshot("*", s)
+    stream = DeltaStream(cache, registry)
+    initial = {"a": s.resources[CLUSTER]["a"].version, "b": "stale-version", "gone": "v0"}
+    r = wire.DeltaDiscoveryRequest(type_url=CLUSTER, initial_resource_versions=initial)
+    r.node.CopyFrom(NODE)
+    stream.on_request(r)
+    (cds,) = [decode_delta(p) for p in stream.outbox]
+    assert [x.name for x in cds.resources] == ["b"]
+    assert list(cds.removed_resources) == []  # removal waits for routes
+
+
+async def test_converged_waits_for_every_proxy(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    c1 = connect_sotw(cache, registry)
+    c2 = connect_sotw(cache, registry)
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a",)}))
+    version = cache.snapshot("*").version
+    waiter = asyncio.create_task(registry.converged("*", version, timeout=5))
+    await asyncio.sleep(0)
+    (r1,) = c1.drain()
+    c1.ack(r1, ["r"])
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    (r2,) = c2.drain()
+    c2.ack(r2, ["r"])
+    assert await waiter is True
+    # A proxy that never ACKs makes the wait time out.
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("b",)}))
+    assert await registry.converged("*", cache.snapshot("*").version, timeout=0.05) is False
+    # ...until it disconnects: then the remaining ones decide.
+    (r1,) = c1.drain()
+    c1.ack(r1, ["r"])
+    c2.stream.close()
+    assert await registry.converged("*", cache.snapshot("*").version, timeout=1) is True
+
+
+def test_inconsistent_snapshot_is_refused_and_nothing_published(env):
+    cache, _ = env
+    good = snap({"a": "1"}, {"r": ("a",)})
+    cache.set_snapshot("*", good)
+    bad = snap({"a": "1"}, {"r": ("a", "missing")})
+    with pytest.raises(InconsistentSnapshotError) as err:
+        cache.set_snapshot("*", bad)
+    assert "'missing'" in str(err.value)
+    assert cache.snapshot("*") is good
+
+
+def test_groups_by_node_cluster_with_default_fallback(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    client = SotwClient(SotwStream(cache, registry))
+    (cds,) = client.request(CLUSTER)
+    assert resource_names(cds) == ["a"]
+    assert registry.proxies()[0].group == "*"
+    client.ack(cds)
+    # A snapshot for the proxy's own group takes over.
+    cache.set_snapshot("gw", snap({"z": "1"}, {"r": ("z",)}))
+    (cds2,) = client.drain()
+    assert resource_names(cds2) == ["a", "z"]  # a retained until routes moved
+    assert registry.proxies()[0].group == "gw"

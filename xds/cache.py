@@ -1,0 +1,87 @@
+"""The snapshot cache: the seam between "what config exists" and "who is subscribed".
+
+Snapshots are keyed by node group. A proxy's group is its node cluster
+(`weir bootstrap --cluster`), unless an id-pattern rule says otherwise. A
+proxy whose group has no snapshot of its own is served by the default group
+``*`` (policies without a proxyGroup are served by every connected proxy).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Iterable, Protocol
+
+from .snapshot import Snapshot
+
+DEFAULT_GROUP = "*"
+
+
+class Watcher(Protocol):
+    """A stream that wants to hear when its group's snapshot changes."""
+
+    node_group: str
+
+    def snapshot_changed(self, group: str, snapshot: Snapshot) -> None: ...
+
+
+class SnapshotCache:
+    def __init__(self, id_rules: Iterable[tuple[str, str]] = ()):
+        """`id_rules`: (node-id glob, group) pairs checked in order before the node cluster."""
+        self._id_rules = list(id_rules)
+        self._snapshots: dict[str, Snapshot] = {}
+        self._watchers: set[Watcher] = set()
+
+    # -- grouping --------------------------------------------------------------
+    def group_of(self, node_id: str, node_cluster: str) -> str:
+        for pattern, group in self._id_rules:
+            if fnmatch.fnmatchcase(node_id, pattern):
+                return group
+        return node_cluster or DEFAULT_GROUP
+
+    def serving_group(self, node_group: str) -> str:
+        """The group whose snapshot serves proxies of `node_group`."""
+        return node_group if node_group in self._snapshots else DEFAULT_GROUP
+
+    # -- snapshots -------------------------------------------------------------
+    def set_snapshot(self, group: str, snapshot: Snapshot) -> None:
+        """Publish a snapshot for a group after checking its consistency.
+
+        Raises InconsistentSnapshotError and publishes nothing if a route names
+        a missing cluster, an EDS cluster lacks endpoints, and so on.
+        """
+        snapshot.check()
+        previous = self._snapshots.get(group)
+        self._snapshots[group] = snapshot
+        if previous is not None and previous.version == snapshot.version:
+            return
+        for watcher in list(self._watchers):
+            if self.serving_group(watcher.node_group) == group:
+                watcher.snapshot_changed(group, snapshot)
+
+    def clear_snapshot(self, group: str) -> None:
+        """Forget a group's snapshot; its proxies fall back to the default group."""
+        if self._snapshots.pop(group, None) is None or group == DEFAULT_GROUP:
+            return
+        fallback = self._snapshots.get(DEFAULT_GROUP)
+        if fallback is None:
+            return
+        for watcher in list(self._watchers):
+            if watcher.node_group == group:
+                watcher.snapshot_changed(DEFAULT_GROUP, fallback)
+
+    def snapshot(self, group: str) -> Snapshot | None:
+        return self._snapshots.get(group)
+
+    def snapshot_for(self, node_group: str) -> tuple[str, Snapshot | None]:
+        group = self.serving_group(node_group)
+        return group, self._snapshots.get(group)
+
+    def groups(self) -> dict[str, Snapshot]:
+        return dict(self._snapshots)
+
+    # -- watchers --------------------------------------------------------------
+    def watch(self, watcher: Watcher) -> None:
+        self._watchers.add(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
