@@ -106,8 +106,14 @@ class Stack:
         return snapshot.version
 
     async def converged(self, timeout: float = 10) -> bool:
+        """The proxy (re)connected and ACKed the current snapshot."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.server.registry) == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         version = self.cache.snapshot(GROUP).version
-        return await self.server.registry.converged(GROUP, version, timeout) and len(self.server.registry) > 0
+        remaining = max(0.0, deadline - loop.time())
+        return len(self.server.registry) > 0 and await self.server.registry.converged(GROUP, version, remaining)
 
     async def send(self, n: int, **kw) -> collections.Counter:
         return await asyncio.to_thread(send, self.listener_port, n, **kw)
@@ -206,3 +212,37 @@ async def test_control_plane_restart_keeps_serving_and_reconverges(delta):
         assert await s.converged(timeout=20), s.diagnose()
         counts = await s.send(300)
         assert counts == {"v2": 300}, counts
+
+
+async def test_replacing_a_version_under_load_never_fails_a_request(delta):
+    """Make-before-break: the new cluster warms before the route names it; the old goes last."""
+    async with stack(delta) as s:
+        v3 = Backend("v3")
+        try:
+            load = asyncio.create_task(s.send(3000, concurrency=2))
+            await asyncio.sleep(0.2)
+            desired = routing(s.listener_port, s.stable, s.canary)
+            desired["services"][0]["backends"][1] = {"version": "v3", "endpoints": [v3.address]}
+            desired["services"][0]["split"] = {"v1": 50, "v3": 50}
+            s.publish(desired)
+            assert await s.converged(), s.diagnose()
+            counts = await load
+            assert sum(counts.values()) == 3000
+            assert not [k for k in counts if k.startswith("status:")], counts
+            after = await s.send(400)
+            assert set(after) == {"v1", "v3"}, after
+            clusters = s.envoy.admin("/clusters?format=json")
+            assert "sentiment-v2" not in clusters and "sentiment-v3" in clusters
+        finally:
+            v3.close()
+
+
+async def test_changed_cluster_gets_its_endpoints_again(delta):
+    """Envoy re-creates a modified EDS cluster; without its endpoints again the CDS ACK stalls 15 s."""
+    async with stack(delta) as s:
+        desired = routing(s.listener_port, s.stable, s.canary)
+        desired["services"][0]["lbPolicy"] = "least-request"  # changes both clusters, not the endpoints
+        s.publish(desired)
+        assert await s.converged(timeout=8), s.diagnose()
+        counts = await s.send(200)
+        assert counts["v1"] + counts["v2"] == 200, counts
