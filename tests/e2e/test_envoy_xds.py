@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import http.client
 import json
-import threading
 
 import pytest
 
 from tests.conftest import require
+from control_plane.devstack import send_requests
 from tests.e2e.harness import Backend, EnvoyProcess, binomial_interval, envoy_binary, free_port
 from xds.bootstrap import render_bootstrap
 from xds.cache import SnapshotCache
@@ -43,35 +42,6 @@ def routing(port: int, stable: Backend, canary: Backend, split=(90, 10), mirror=
     if mirror is not None:
         svc["mirror"] = {"version": "v2", "percent": mirror}
     return {"listenAddress": "127.0.0.1", "services": [svc]}
-
-
-def send(port: int, n: int, concurrency: int = 4, headers: dict | None = None) -> collections.Counter:
-    """n requests over keep-alive connections; counts responses by backend name (or status)."""
-    counts: collections.Counter = collections.Counter()
-    lock = threading.Lock()
-    share = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        local: collections.Counter = collections.Counter()
-        for _ in range(k):
-            conn.request("GET", "/v2/models/sentiment/infer", headers=headers or {})
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status == 200:
-                local[json.loads(body)["backend"]] += 1
-            else:
-                local[f"status:{resp.status}"] += 1
-        conn.close()
-        with lock:
-            counts.update(local)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in share if k]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return counts
 
 
 class Stack:
@@ -116,7 +86,7 @@ class Stack:
         return len(self.server.registry) > 0 and await self.server.registry.converged(GROUP, version, remaining)
 
     async def send(self, n: int, **kw) -> collections.Counter:
-        return await asyncio.to_thread(send, self.listener_port, n, **kw)
+        return await asyncio.to_thread(send_requests, self.listener_port, n, **kw)
 
     def diagnose(self) -> str:
         proxies = [p.to_json() for p in self.server.registry.proxies()]
