@@ -18,6 +18,7 @@ import difflib
 import ipaddress
 import json
 import re
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ __all__ = [
     "RoutingError",
     "ServiceRouting",
     "load_routing",
+    "parse_duration",
     "parse_routing",
 ]
 
@@ -102,7 +104,9 @@ _VERSION_NAME = re.compile(r"^[a-z0-9.-]+$")
 _HEADER_NAME = re.compile(r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _UINT32_MAX = 2**32 - 1
+_MAX_DURATION_S = 315_576_000_000  # google.protobuf.Duration's limit
 
 
 def _between(low: float, high: float) -> AfterValidator:
@@ -154,18 +158,19 @@ def _ip_literal(value: str) -> str:
 
 def parse_duration(value: Any) -> float:
     """Seconds from ``15`` / ``1.5`` / ``"15s"`` / ``"500ms"`` / ``"2m"`` / ``"1h"`` / ``"1m30s"``."""
+    expected = f"expected a duration like 15s, 500ms or 2m (got {value!r})"
     if isinstance(value, bool):
-        raise _fail(f"expected a duration like 15s, 500ms or 2m (got {value!r})")
+        raise _fail(expected)
     if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value.strip()):
         seconds = float(value)
     elif isinstance(value, str) and _is_duration_text(value.strip()):
         seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
-    elif isinstance(value, str) and _is_number(value):
-        seconds = float(value)
     else:
-        raise _fail(f"expected a duration like 15s, 500ms or 2m (got {value!r})")
-    if seconds < 0:
-        raise _fail(f"must not be negative (got {value!r})")
+        raise _fail(expected)
+    if not 0 <= seconds <= _MAX_DURATION_S:  # also rejects NaN and infinities
+        raise _fail(f"must be between 0 and {_MAX_DURATION_S}s (got {value!r})")
     return seconds
 
 
@@ -173,16 +178,17 @@ def _is_duration_text(text: str) -> bool:
     return bool(text) and "".join(m.group(0) for m in _DURATION_PART.finditer(text)) == text
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _reject_bool(value: Any) -> Any:
+    """Pydantic would read ``port: true`` as 1; in a config file that is always a mistake."""
+    if isinstance(value, bool):
+        raise _fail(f"expected a number (got {value!r})")
+    return value
 
 
+Int = Annotated[int, BeforeValidator(_reject_bool)]
+Number = Annotated[float, BeforeValidator(_reject_bool)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Port = Annotated[int, _between(1, 65535)]
+Port = Annotated[Int, _between(1, 65535)]
 ServiceName = Annotated[str, _matching(_SERVICE_NAME, "lowercase letters, digits and '-'")]
 VersionName = Annotated[str, _matching(_VERSION_NAME, "lowercase letters, digits, '.' and '-'")]
 HeaderName = Annotated[str, _matching(_HEADER_NAME, "a valid HTTP header name")]
@@ -203,7 +209,7 @@ class Endpoint(_Model):
 
     host: Annotated[str, AfterValidator(_ip_literal)]
     port: Port
-    weight: Annotated[int, _between(1, _UINT32_MAX)] | None = None
+    weight: Annotated[Int, _between(1, _UINT32_MAX)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -217,7 +223,7 @@ class Endpoint(_Model):
         try:
             return cls.model_validate(text)
         except ValidationError as exc:
-            problems = "; ".join(str(e) for e in _convert(exc))
+            problems = "; ".join(str(e) if e.path else e.message for e in _convert(exc))
             raise ValueError(f"invalid endpoint {text!r}: {problems}") from None
 
     def address(self) -> str:
@@ -265,9 +271,10 @@ class Backend(_Model):
             if address in seen:
                 problems.append((f"[{i}]", f"duplicate endpoint {address} (also [{seen[address]}])"))
             seen.setdefault(address, i)
-        if problems:
-            raise _fail_many(problems)
-        return endpoints
+        total = sum(e.weight or 1 for e in endpoints)
+        if total > _UINT32_MAX:
+            problems.append(("", f"weights must sum to at most {_UINT32_MAX}, Envoy's limit per locality (got {total})"))
+        return _raise_any(problems, endpoints)
 
 
 class HeaderRoute(_Model):
@@ -282,19 +289,19 @@ class Mirror(_Model):
     """Shadow ``percent`` of live requests to ``version``; clients never see its responses."""
 
     version: VersionName
-    percent: Annotated[float, _between(0, 100)]
+    percent: Annotated[Number, _between(0, 100)]
 
 
 class OutlierDetection(_Model):
     """Eject an endpoint after consecutive 5xx, so one sick replica does not fail a canary."""
 
-    consecutive_5xx: Annotated[int, _at_least(1)] = Field(
+    consecutive_5xx: Annotated[Int, _at_least(1)] = Field(
         5, validation_alias=AliasChoices("consecutive_5xx", "consecutive5xx")
     )
     base_ejection_time_s: Duration = Field(
         30.0, validation_alias=AliasChoices("base_ejection_time_s", "baseEjectionTime")
     )
-    max_ejection_percent: Annotated[int, _between(0, 100)] = Field(
+    max_ejection_percent: Annotated[Int, _between(0, 100)] = Field(
         10, validation_alias=AliasChoices("max_ejection_percent", "maxEjectionPercent")
     )
 
@@ -323,7 +330,7 @@ class ServiceRouting(_Model):
     path_prefix: str = Field("/", validation_alias=AliasChoices("path_prefix", "pathPrefix"))
     timeout_s: Duration = Field(15.0, validation_alias=AliasChoices("timeout_s", "timeout"))
     backends: list[Backend]
-    split: dict[str, int]
+    split: dict[str, Int]
     header_routes: list[HeaderRoute] = Field(
         [], validation_alias=AliasChoices("header_routes", "headerRoutes")
     )
@@ -334,7 +341,7 @@ class ServiceRouting(_Model):
     lb_policy: Literal["round-robin", "least-request"] = Field(
         "least-request", validation_alias=AliasChoices("lb_policy", "lbPolicy")
     )
-    least_request_choice_count: int | None = Field(
+    least_request_choice_count: Int | None = Field(
         None,
         validation_alias=AliasChoices("least_request_choice_count", "leastRequestChoiceCount"),
     )
@@ -378,16 +385,7 @@ class ServiceRouting(_Model):
     def _backends(cls, backends: list[Backend], info: ValidationInfo) -> list[Backend]:
         if not backends:
             raise _fail("must not be empty")
-        name = info.data.get("name")
-        problems, seen = [], set()
-        for i, backend in enumerate(backends):
-            if backend.version in seen:
-                cluster = f"{name}-{backend.version}" if name else backend.version
-                problems.append((f"[{i}].version", f"duplicate cluster name {cluster!r}"))
-            seen.add(backend.version)
-        if problems:
-            raise _fail_many(problems)
-        return backends
+        return _raise_any(_duplicate_version_problems([b.version for b in backends], info.data.get("name")), backends)
 
     @field_validator("split")
     @classmethod
@@ -395,43 +393,32 @@ class ServiceRouting(_Model):
         """Weights are percentages of live traffic: each 0..100, together exactly 100."""
         if not split:
             raise _fail("must name at least one version (weights must sum to 100)")
-        problems = []
-        versions = _versions(info)
+        problems = _split_reference_problems(split, _versions(info))
         for version, weight in split.items():
-            if versions is not None and version not in versions:
-                problems.append((f".{version}", _unknown_version(version, versions)))
             if not 0 <= weight <= 100:
                 problems.append((f".{version}", f"must be between 0 and 100 (got {weight})"))
         total = sum(split.values())
         if total != 100:
             problems.append(("", f"weights must sum to 100 (got {total})"))
-        if problems:
-            raise _fail_many(problems)
-        return split
+        return _raise_any(problems, split)
 
     @field_validator("header_routes")
     @classmethod
     def _header_routes(cls, routes: list[HeaderRoute], info: ValidationInfo) -> list[HeaderRoute]:
-        versions = _versions(info)
-        problems, seen = [], {}
+        problems = _header_route_reference_problems([r.version for r in routes], _versions(info))
+        seen: dict[tuple[str, str], int] = {}
         for i, route in enumerate(routes):
-            if versions is not None and route.version not in versions:
-                problems.append((f"[{i}].version", _unknown_version(route.version, versions)))
             key = (route.header.lower(), route.exact)
             if key in seen:
                 problems.append((f"[{i}]", f"duplicate header route {route.header}={route.exact!r} (also [{seen[key]}])"))
             seen.setdefault(key, i)
-        if problems:
-            raise _fail_many(problems)
-        return routes
+        return _raise_any(problems, routes)
 
     @field_validator("mirror")
     @classmethod
     def _mirror(cls, mirror: Mirror | None, info: ValidationInfo) -> Mirror | None:
-        versions = _versions(info)
-        if mirror is not None and versions is not None and mirror.version not in versions:
-            raise _fail_many([(".version", _unknown_version(mirror.version, versions))])
-        return mirror
+        version = mirror.version if mirror is not None else None
+        return _raise_any(_mirror_reference_problems(version, _versions(info)), mirror)
 
     @field_validator("least_request_choice_count")
     @classmethod
@@ -452,8 +439,49 @@ def _versions(info: ValidationInfo) -> list[str] | None:
     return None if backends is None else [b.version for b in backends]
 
 
+_T = typing.TypeVar("_T")
+
+
+def _raise_any(problems: list[tuple[str, str]], value: _T) -> _T:
+    if problems:
+        raise _fail_many(problems)
+    return value
+
+
+# The checks below take plain values, so ``parse_routing`` can also run them on the
+# raw input of a service whose backends failed to validate (see _salvage_service).
+
+
 def _unknown_version(version: str, versions: list[str]) -> str:
-    return f"unknown version {version!r} (backends: {', '.join(versions)})"
+    return f"unknown version {version!r} (backends: {', '.join(dict.fromkeys(versions))})"
+
+
+def _duplicate_version_problems(versions: list[str], service: str | None) -> list[tuple[str, str]]:
+    problems, seen = [], set()
+    for i, version in enumerate(versions):
+        if version in seen:
+            cluster = f"{service}-{version}" if service else version
+            problems.append((f"[{i}].version", f"duplicate cluster name {cluster!r}"))
+        seen.add(version)
+    return problems
+
+
+def _split_reference_problems(split: Mapping[str, Any], versions: list[str] | None) -> list[tuple[str, str]]:
+    if versions is None:
+        return []
+    return [(f".{v}", _unknown_version(v, versions)) for v in split if v not in versions]
+
+
+def _header_route_reference_problems(route_versions: list[str], versions: list[str] | None) -> list[tuple[str, str]]:
+    if versions is None:
+        return []
+    return [(f"[{i}].version", _unknown_version(v, versions)) for i, v in enumerate(route_versions) if v not in versions]
+
+
+def _mirror_reference_problems(version: str | None, versions: list[str] | None) -> list[tuple[str, str]]:
+    if version is None or versions is None or version in versions:
+        return []
+    return [(".version", _unknown_version(version, versions))]
 
 
 # --------------------------------------------------------------------------- the whole routing
@@ -511,11 +539,11 @@ def _cross_service_problems(services: list[tuple[int, ServiceRouting]]) -> list[
 # --------------------------------------------------------------------------- pydantic errors -> FieldError
 
 
-def _convert(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
+def _convert(exc: ValidationError) -> list[FieldError]:
     """Pydantic's errors in our path style and wording."""
     out: list[FieldError] = []
     for err in exc.errors(include_url=False):
-        loc = prefix + tuple(err["loc"])
+        loc = tuple(err["loc"])
         ctx = err.get("ctx") or {}
         if err["type"] == _WEIR_ERROR and ctx.get("errors"):
             base = _format_loc(loc)
@@ -580,6 +608,8 @@ def _unknown_field_message(loc: tuple[str | int, ...]) -> str:
     model = _model_at(loc[:-1])
     if model is None:
         return "unknown field"
+    if _find_field(model, str(loc[-1])) is not None:
+        return "this field is given twice, in snake_case and in camelCase; keep one"
     known = _field_names(model)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else f" (known fields: {', '.join(known)})"
@@ -626,7 +656,7 @@ def _unwrap(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _unwrap(typing.get_args(annotation)[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _unwrap(args[0]) if len(args) == 1 else annotation
     return annotation
@@ -656,7 +686,7 @@ def parse_routing(data: Any) -> DesiredRouting:
         errors = _convert(exc)
     # When every service validated, pydantic already ran these; _dedupe drops the repeat.
     errors.extend(_salvaged_cross_service_errors(data))
-    raise RoutingError(_dedupe(errors))
+    raise RoutingError(_ordered(_dedupe(errors)))
 
 
 def _salvaged_cross_service_errors(data: Mapping[str, Any]) -> list[FieldError]:
@@ -664,12 +694,64 @@ def _salvaged_cross_service_errors(data: Mapping[str, Any]) -> list[FieldError]:
     if not isinstance(raw, list):
         return []
     valid: list[tuple[int, ServiceRouting]] = []
+    salvaged: list[FieldError] = []
     for i, item in enumerate(raw):
         try:
             valid.append((i, ServiceRouting.model_validate(item)))
-        except ValidationError:
-            continue
-    return [FieldError(f"services{sub}", msg) for sub, msg in _cross_service_problems(valid)]
+        except ValidationError as exc:
+            if isinstance(item, Mapping) and _backends_failed(exc):
+                salvaged.extend(FieldError(f"services[{i}]{sub}", msg) for sub, msg in _salvage_service(item))
+    cross = [FieldError(f"services{sub}", msg) for sub, msg in _cross_service_problems(valid)]
+    return salvaged + cross
+
+
+def _backends_failed(exc: ValidationError) -> bool:
+    return any(err["loc"][:1] == ("backends",) for err in exc.errors(include_url=False))
+
+
+def _salvage_service(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Version-reference checks on the raw input of a service whose backends are broken.
+
+    Pydantic skips every check that needs the backends when one endpoint is bad;
+    a typo in a split key would then only surface on the next attempt. Only
+    well-typed raw values take part; everything else already has its own error.
+    """
+    backends = raw.get("backends")
+    if not isinstance(backends, list):
+        return []
+    versions = [b["version"] for b in backends if isinstance(b, Mapping) and isinstance(b.get("version"), str)]
+    if len(versions) != len(backends) or not versions:
+        return []  # a version is missing or mistyped: its own error says so, guesses would mislead
+    name = raw.get("name") if isinstance(raw.get("name"), str) else None
+    problems = [(".backends" + sub, msg) for sub, msg in _duplicate_version_problems(versions, name)]
+    split = raw.get("split")
+    if isinstance(split, Mapping) and all(isinstance(k, str) for k in split):
+        problems += [(".split" + sub, msg) for sub, msg in _split_reference_problems(split, versions)]
+    key, routes = _raw_field(raw, "header_routes", "headerRoutes")
+    if isinstance(routes, list):
+        route_versions = [r.get("version") if isinstance(r, Mapping) else None for r in routes]
+        refs = [(i, v) for i, v in enumerate(route_versions) if isinstance(v, str) and v not in versions]
+        problems += [(f".{key}[{i}].version", _unknown_version(v, versions)) for i, v in refs]
+    mirror = raw.get("mirror")
+    if isinstance(mirror, Mapping) and isinstance(mirror.get("version"), str):
+        problems += [(".mirror" + sub, msg) for sub, msg in _mirror_reference_problems(mirror["version"], versions)]
+    return problems
+
+
+def _raw_field(raw: Mapping[str, Any], *names: str) -> tuple[str, Any]:
+    for name in names:
+        if name in raw:
+            return name, raw[name]
+    return names[0], None
+
+
+def _ordered(errors: list[FieldError]) -> list[FieldError]:
+    """Group errors by service (top-level first), keeping each group's own order."""
+    def key(error: FieldError) -> int:
+        match = re.match(r"services\[(\d+)\]", error.path)
+        return int(match.group(1)) if match else -1
+
+    return sorted(errors, key=key)
 
 
 def _dedupe(errors: list[FieldError]) -> list[FieldError]:

@@ -1,0 +1,106 @@
+"""Envoy bootstrap: the few lines of static config that point a proxy at Weir.
+
+Everything else (listeners, routes, clusters, endpoints) arrives over one ADS
+stream, so a proxy needs only its identity, the control-plane cluster and an
+admin port. The result is a plain JSON-able dict in Envoy's v3 JSON; write it
+with ``json.dump`` (JSON is valid YAML too) and start ``envoy -c FILE``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+__all__ = ["CONTROL_PLANE_CLUSTER", "render_bootstrap"]
+
+#: The bootstrap's only static cluster: the ADS stream goes there, and so do the
+#: access logs of the listeners Weir generates (``translate(access_log_cluster=...)``).
+CONTROL_PLANE_CLUSTER = "weir_control_plane"
+
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def render_bootstrap(
+    node_id: str,
+    cluster: str,
+    xds_host: str,
+    xds_port: int,
+    *,
+    delta: bool = False,
+    admin_port: int = 9901,
+    admin_address: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """Bootstrap for one proxy ``node_id`` in node cluster ``cluster`` (Weir's proxy group).
+
+    ``delta`` selects incremental xDS (DELTA_GRPC) instead of state-of-the-world.
+    ``xds_host`` may be an IP literal (STATIC cluster) or a DNS name (STRICT_DNS,
+    re-resolved by Envoy, e.g. a Kubernetes Service name).
+    """
+    _require(bool(node_id), f"node_id must not be empty (got {node_id!r})")
+    _require(bool(cluster), f"cluster must not be empty (got {cluster!r})")
+    _require(bool(xds_host), f"xds_host must not be empty (got {xds_host!r})")
+    _require_port("xds_port", xds_port)
+    _require_port("admin_port", admin_port, lowest=0)  # 0: Envoy picks (see --admin-address-path)
+    _require(_is_ip(admin_address), f"admin_address must be an IP address (got {admin_address!r})")
+    return {
+        "node": {"id": node_id, "cluster": cluster},
+        "dynamic_resources": _dynamic_resources(delta),
+        "static_resources": {"clusters": [_control_plane_cluster(xds_host, xds_port)]},
+        "admin": {"address": _socket_address(admin_address, admin_port)},
+    }
+
+
+def _dynamic_resources(delta: bool) -> dict[str, Any]:
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "ads_config": {
+            "api_type": "DELTA_GRPC" if delta else "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": CONTROL_PLANE_CLUSTER}}],
+            # Otherwise every request repeats the full Node (~61 KB of extension list).
+            "set_node_on_first_message_only": True,
+        },
+        "lds_config": dict(ads),
+        "cds_config": dict(ads),
+    }
+
+
+def _control_plane_cluster(host: str, port: int) -> dict[str, Any]:
+    """HTTP/2 (gRPC) cluster to Weir; STATIC for an IP, STRICT_DNS for a name."""
+    return {
+        "name": CONTROL_PLANE_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": CONTROL_PLANE_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
+        },
+    }
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _require_port(name: str, port: int, *, lowest: int = 1) -> None:
+    valid = isinstance(port, int) and not isinstance(port, bool) and lowest <= port <= 65535
+    _require(valid, f"{name} must be between {lowest} and 65535 (got {port!r})")
