@@ -25,32 +25,52 @@ def snapshot_from_file(path: str | Path) -> Snapshot:
     return snapshot_from_envoy(translate(load_routing(path))).check()
 
 
+class RoutingFile:
+    """One routing file published to one group of a cache."""
+
+    def __init__(self, path: str | Path, cache: SnapshotCache, group: str = DEFAULT_GROUP):
+        self.path = Path(path)
+        self.cache = cache
+        self.group = group
+        self._mtime: int | None = None
+
+    def load(self) -> Snapshot:
+        """Publish the file now; raises RoutingError (nothing published) if it is invalid."""
+        self._mtime = os.stat(self.path).st_mtime_ns
+        snapshot = snapshot_from_file(self.path)
+        self.cache.set_snapshot(self.group, snapshot)
+        return snapshot
+
+    def reload_if_changed(self) -> bool:
+        """Re-publish after an edit. A bad edit is logged and the last good version stays."""
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self._mtime:
+            return False
+        try:
+            snapshot = self.load()
+        except (RoutingError, InconsistentSnapshotError) as err:
+            current = self.cache.snapshot(self.group)
+            log.error("%s changed but is invalid; keeping version %s:\n%s", self.path, current.version if current else None, err)
+            return False
+        log.info("%s reloaded: version %s", self.path, snapshot.version)
+        return True
+
+
 async def serve_routing_file(
     path: str | Path, *, host: str = "127.0.0.1", port: int = 18000, group: str = DEFAULT_GROUP, poll_s: float = 1.0
 ) -> int:
-    snapshot = await asyncio.to_thread(snapshot_from_file, path)
     cache = SnapshotCache()
-    cache.set_snapshot(group, snapshot)
+    routing_file = RoutingFile(path, cache, group)
+    snapshot = await asyncio.to_thread(routing_file.load)
     server = XdsServer(cache)
     bound = await server.start(host, port)
     print(f"weir xds: serving {path} (version {snapshot.version}) to group {group!r} on {host}:{bound}", flush=True)
-    mtime = os.stat(path).st_mtime_ns
     try:
         while True:
             await asyncio.sleep(poll_s)
-            try:
-                current = os.stat(path).st_mtime_ns
-            except OSError:
-                continue
-            if current == mtime:
-                continue
-            mtime = current
-            try:
-                snapshot = await asyncio.to_thread(snapshot_from_file, path)
-            except (RoutingError, InconsistentSnapshotError) as err:
-                log.error("%s changed but is invalid; keeping version %s:\n%s", path, cache.snapshot(group).version, err)
-                continue
-            cache.set_snapshot(group, snapshot)
-            log.info("%s reloaded: version %s", path, snapshot.version)
+            await asyncio.to_thread(routing_file.reload_if_changed)
     finally:
         await server.stop()
