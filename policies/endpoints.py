@@ -1,0 +1,95 @@
+"""Model-server endpoints as written in policies: ``host:port`` or ``host:port@weight``.
+
+Why a string form at all: a list of ``"10.0.0.7:8081@3"`` reads at a glance and
+diffs cleanly; the typed :class:`Endpoint` is what the xDS layer consumes
+(``host``, ``port``, ``weight`` -> an Envoy LbEndpoint with load_balancing_weight).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import describe
+
+__all__ = ["Endpoint", "parse_endpoint", "ENDPOINT_PATTERN", "MAX_ENDPOINT_WEIGHT"]
+
+MAX_ENDPOINT_WEIGHT = 1_000_000
+"""Upper bound for ``@weight``: keeps the per-locality sum far inside Envoy's uint32 limit."""
+
+ENDPOINT_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}(@[0-9]+)?$"
+"""JSON Schema pattern for the string form (the parser checks hosts and ranges precisely)."""
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_EXPECTED = 'expected "host:port" or "host:port@weight", e.g. "127.0.0.1:8081@2"'
+
+
+class Endpoint(BaseModel):
+    """One model-server address. ``weight`` (default 1) is its share within its version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    host: str
+    port: int
+    weight: int = 1
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (IPv6 hosts bracketed), the identity of the endpoint regardless of weight."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.address if self.weight == 1 else f"{self.address}@{self.weight}"
+
+
+def parse_endpoint(text: object) -> Endpoint:
+    """Parse ``host:port[@weight]``; raise ValueError saying exactly which part is wrong."""
+    if isinstance(text, Endpoint):
+        return text
+    if not isinstance(text, str):
+        raise ValueError(f"{_EXPECTED} (got {describe(text)})")
+    raw = text.strip()
+    address, at, weight_text = raw.partition("@")
+    weight = 1
+    if at:
+        if not re.fullmatch(r"[0-9]{1,9}", weight_text):
+            raise ValueError(f"weight after @ must be a whole number from 1 to {MAX_ENDPOINT_WEIGHT} (got {describe(text)})")
+        weight = int(weight_text)
+        if not 1 <= weight <= MAX_ENDPOINT_WEIGHT:
+            raise ValueError(f"weight after @ must be between 1 and {MAX_ENDPOINT_WEIGHT} (got {weight})")
+    if address.startswith("["):
+        host, close, rest = address[1:].partition("]")
+        if not close or not rest.startswith(":"):
+            raise ValueError(f"{_EXPECTED}; IPv6 hosts go in brackets like [::1]:8081 (got {describe(text)})")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{describe(host)} is not an IPv6 address (in {describe(text)})") from None
+    else:
+        host, colon, port_text = address.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"{_EXPECTED}; the port is missing (got {describe(text)})")
+        if ":" in host:
+            raise ValueError(f"{_EXPECTED}; put IPv6 hosts in brackets like [::1]:8081 (got {describe(text)})")
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{describe(host)} is not an IPv4 address (in {describe(text)})") from None
+        elif not _HOSTNAME.match(host):
+            raise ValueError(f"{describe(host)} is not a valid host name (in {describe(text)})")
+        else:
+            # Envoy EDS endpoints are socket addresses: it NACKs names ("malformed IP address").
+            raise ValueError(
+                f"{describe(host)} is a host name; give the model server's IP address "
+                f"(Weir programs endpoints over EDS, which takes IP addresses only) (in {describe(text)})"
+            )
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be between 1 and 65535 (got {describe(port_text)} in {describe(text)})")
+    return Endpoint(host=host, port=int(port_text), weight=weight)
