@@ -2,6 +2,12 @@
 
 Sub-commands are thin: each parses its flags and calls one function that
 does the work, so everything here can also be used from Python.
+
+Commands that talk to a running control plane (apply, get, describe, the
+actions, events, proxies) use :class:`control_plane.client.WeirClient`:
+``--server`` (default ``$WEIR_SERVER`` or http://127.0.0.1:8080) and
+``--token`` (default ``$WEIR_TOKEN``). They exit 0 on success and 1 on any
+error, printed to stderr with every validation problem on its own line.
 """
 
 from __future__ import annotations
@@ -11,9 +17,18 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Sequence
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
 
 import yaml
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without &anchors/*aliases: bootstraps are read by people and by Envoy."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -30,7 +45,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         json.dump(config, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        yaml.safe_dump(config, sys.stdout, sort_keys=False)
+        yaml.dump(config, sys.stdout, Dumper=_PlainDumper, sort_keys=False)
     return 0
 
 
@@ -59,10 +74,376 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return cmd_schema()
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from control_plane.serve import main as serve_main  # lazily: pulls in grpc, uvicorn, the engine
+
+    return serve_main(args)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _cmd_tokens_hash(args: argparse.Namespace) -> int:
+    from .auth import hash_token
+
+    token = args.token
+    if token is None:
+        if sys.stdin.isatty():
+            print("token (not echoed to the file; end with Enter): ", end="", file=sys.stderr, flush=True)
+        token = sys.stdin.readline().rstrip("\r\n")
+    if not token:
+        print("error: empty token; give TOKEN or pipe it on stdin", file=sys.stderr)
+        return 1
+    print(hash_token(token))
+    return 0
+
+
+def _cmd_tokens_new(args: argparse.Namespace) -> int:
+    from .auth import generate_token, hash_token
+
+    token = generate_token()
+    print(f"# token for {args.name} ({args.role}); shown only now, hand it over privately:")
+    print(token)
+    print("# add this line to the tokens file (weir serve --tokens FILE):")
+    print(f"{args.name}:{args.role}:{hash_token(token)}")
+    return 0
+
+
+def _cmd_tokens_check(args: argparse.Namespace) -> int:
+    from .auth import TokenAuth, TokenFileError
+
+    try:
+        auth = TokenAuth.from_file(args.file)
+    except TokenFileError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"{args.file}: cannot read: {err.strerror or err}", file=sys.stderr)
+        return 1
+    who = ", ".join(f"{e.name} ({e.role})" for e in auth.entries)
+    print(f"{args.file}: ok, {len(auth.entries)} token(s): {who}")
+    return 0
+
+
+# --------------------------------------------------------------------------- client commands
+
+
+def _client(args: argparse.Namespace):
+    from .client import WeirClient
+
+    return WeirClient(args.server, args.token)
+
+
+def _client_command(fn: Callable[[Any, argparse.Namespace, TextIO], int]) -> Callable[[argparse.Namespace], int]:
+    """Run fn(client, args, out); turn API and connection errors into messages and exit code 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .client import ApiError, ServerUnreachable
+
+        try:
+            with _client(args) as client:
+                return fn(client, args, sys.stdout)
+        except ApiError as err:
+            lines = err.lines()
+            print(f"error: {lines[0]}", file=sys.stderr)
+            for line in lines[1:]:
+                print(line, file=sys.stderr)
+            if err.status == 401:
+                print("hint: pass --token TOKEN or set WEIR_TOKEN", file=sys.stderr)
+            return 1
+        except ServerUnreachable as err:
+            print(f"error: cannot reach the Weir API at {err.server} ({err.reason}); is `weir serve` running? "
+                  "Set --server or WEIR_SERVER to point elsewhere.", file=sys.stderr)
+            return 1
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def _dump(data: Any, output: str, out: TextIO) -> None:
+    if output == "json":
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    else:
+        yaml.safe_dump(data, out, sort_keys=False)
+
+
+def _age(since: float | None, now: float | None = None) -> str:
+    if not since:
+        return "-"
+    seconds = max(0, int((now or time.time()) - since))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _clock(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def _step(r: dict[str, Any]) -> str:
+    step, n = r.get("step", -1), r.get("n_steps")
+    if step is None or step < 0:
+        return "shadow" if r.get("phase") == "Shadowing" or r.get("mirror") else "-"
+    return f"{step + 1}/{n}" if n else str(step + 1)
+
+
+def _weight(r: dict[str, Any]) -> str:
+    text = f"{r.get('weight', 0)}%"
+    if r.get("mirror"):
+        text += f" (+{r['mirror']:g}% mirrored)"
+    return text
+
+
+def _table(headers: Sequence[str], rows: list[Sequence[str]], out: TextIO, indent: str = "") -> None:
+    """Columns padded to their widest cell; the last column is left unpadded (it may be long)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    for row in [headers, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths[:-1])] + [str(row[-1])]
+        print(indent + "  ".join(cells).rstrip(), file=out)
+
+
+def _cmd_apply(client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.file == "-":
+        text, is_json = sys.stdin.read(), False
+    else:
+        path = Path(args.file)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            print(f"error: {args.file}: no such file", file=sys.stderr)
+            return 1
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"error: {args.file}: cannot read: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            return 1
+        is_json = path.suffix.lower() == ".json"
+    rollout = client.apply(text, json_body=is_json)
+    if args.output:
+        _dump(rollout, args.output, out)
+    else:
+        print(f"rollout/{rollout['name']} created (revision {rollout['revision']}, service {rollout['service']}, "
+              f"{rollout['stable_version']} -> {rollout['canary_version']}): {rollout['phase']}", file=out)
+    return 0
+
+
+def _rollout_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+    now = time.time()
+    rows = []
+    for r in items:
+        message = r.get("message", "")
+        if len(message) > 80:
+            message = message[:77] + "..."
+        age = _age(r.get("created_at"), now)
+        rows.append([r["name"], r["service"], r["phase"], _step(r), _weight(r), age, message])
+    return rows
+
+
+def _cmd_get(client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.watch:
+        if not args.name:
+            print("error: --watch needs a rollout NAME", file=sys.stderr)
+            return 1
+        return _watch(client, args.name, args.interval, args.output, out)
+    if args.name:
+        data: Any = client.get(args.name)
+        items = [data]
+    else:
+        items = data = client.list()
+    if args.output:
+        _dump(data, args.output, out)
+        return 0
+    if not items:
+        print("no rollouts (submit one with: weir apply -f POLICY.yaml)", file=out)
+        return 0
+    _table(["NAME", "SERVICE", "PHASE", "STEP", "WEIGHT", "AGE", "MESSAGE"], _rollout_rows(items), out)
+    return 0
+
+
+def _watch(client, name: str, interval: float, output: str | None, out: TextIO) -> int:
+    """Poll one rollout, print a line whenever it changes; stop at a terminal phase (exit 0 only if Succeeded)."""
+    last = None
+    try:
+        while True:
+            r = client.get(name)
+            key = (r["phase"], r["step"], r["weight"], r.get("mirror"), r.get("gate"), r.get("message"), r["revision"])
+            if key != last:
+                last = key
+                if output == "json":
+                    print(json.dumps({k: r.get(k) for k in ("name", "revision", "phase", "step", "n_steps", "weight",
+                                                               "mirror", "gate", "message", "updated_at")}),
+                          file=out, flush=True)
+                else:
+                    print(f"{time.strftime('%H:%M:%S')}  {r['phase']:<11}  step {_step(r):<6}  weight {_weight(r):<5}  "
+                          f"{r.get('message', '')}", file=out, flush=True)
+            if not r.get("active", True):
+                return 0 if r["phase"] == "Succeeded" else 1
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_describe(client, args: argparse.Namespace, out: TextIO) -> int:
+    r = client.get(args.name)
+    events = client.events(args.name)
+    if args.output:
+        _dump({**r, "events": events}, args.output, out)
+        return 0
+    p = lambda text="": print(text, file=out)  # noqa: E731
+    p(f"Name:        {r['name']}   (revision {r['revision']}, policy {r['policy_hash'][:12]})")
+    group = "" if r.get("group") in (None, "*") else f"   (proxy group {r['group']})"
+    p(f"Service:     {r['service']}{group}")
+    p(f"Versions:    stable {r['stable_version']} -> canary {r['canary_version']}")
+    gate = f"   (waiting on {r['gate']})" if r.get("gate") else ""
+    p(f"Phase:       {r['phase']}{gate}")
+    override = "   (set by an operator)" if r.get("weight_override") is not None else ""
+    p(f"Weight:      {_weight(r)} of live traffic to the canary{override}")
+    p(f"Created:     {_clock(r.get('created_at'))} ({_age(r.get('created_at'))} ago)")
+    if r.get("deadline_at"):
+        p(f"Deadline:    {_clock(r['deadline_at'])}")
+    p(f"Message:     {r.get('message', '')}")
+    p()
+    p("Steps:")
+    shadow, steps, current = r.get("shadow"), r.get("steps") or [], r.get("step", -1)
+    rows = []
+    if shadow:
+        here = "->" if current == -1 and r["phase"] in ("Shadowing", "Paused", "Holding") else ""
+        rows.append([here, "shadow", f"mirror {shadow['mirror']:g}%", _limits(shadow)])
+    for s in steps:
+        here = "->" if s["index"] == current and r.get("active") else ""
+        what = "pause (manual gate: promote or resume)" if s["kind"] == "pause" else f"weight {s['weight']}%"
+        rows.append([here, str(s["index"] + 1), what, _limits(s)])
+    for row in rows:
+        print(f"  {row[0]:<2} {row[1]:>6}  {row[2]:<40} {row[3]}".rstrip(), file=out)
+    p()
+    verdict = r.get("latest_verdict") or r.get("verdict")
+    source = "latest analysis" if r.get("latest_verdict") else "verdict acted on"
+    if verdict:
+        p(f"Verdict ({source}): {verdict.get('outcome', '?')}: {verdict.get('reason', '')}")
+        if verdict.get("samples_needed"):
+            p(f"  samples still needed: {verdict['samples_needed']}")
+        evidence = verdict.get("evidence")
+        if evidence:
+            p("  evidence:")
+            for line in yaml.safe_dump(evidence, sort_keys=False, default_flow_style=False).splitlines():
+                p(f"    {line}")
+    else:
+        p("Verdict:     none yet")
+    p()
+    recent = events[-args.events:] if args.events > 0 else []
+    p(f"Events (last {len(recent)} of {len(events)}):")
+    if recent:
+        _event_table(recent, out, indent="  ")
+    return 0
+
+
+def _limits(step: dict[str, Any]) -> str:
+    parts = []
+    if step.get("min_requests"):
+        parts.append(f"minRequests {step['min_requests']}")
+    if step.get("max_duration_s"):
+        parts.append(f"maxDuration {step['max_duration_s']:g}s")
+    return ", ".join(parts)
+
+
+def _event_table(events: list[dict[str, Any]], out: TextIO, indent: str = "") -> None:
+    rows = []
+    for e in events:
+        phase = e["phase_to"] if not e.get("phase_from") or e["phase_from"] == e["phase_to"] else \
+            f"{e['phase_from']}->{e['phase_to']}"
+        step = "-" if e.get("step", -1) < 0 else str(e["step"] + 1)
+        reason = e.get("reason", "")
+        if e.get("verdict"):
+            reason += f" [verdict {e['verdict'].get('outcome')}]"
+        weight = f"{e.get('weight', 0)}%"
+        rows.append([str(e.get("seq", "")), _clock(e.get("at")), e["kind"], phase, step, weight, reason])
+    _table(["SEQ", "TIME", "KIND", "PHASE", "STEP", "WEIGHT", "REASON"], rows, out, indent)
+
+
+def _cmd_events(client, args: argparse.Namespace, out: TextIO) -> int:
+    events = client.events(args.name, args.after)
+    if args.output:
+        _dump(events, args.output, out)
+    elif not events:
+        print(f"no events for {args.name}" + (f" after {args.after}" if args.after else ""), file=out)
+    else:
+        _event_table(events, out)
+    return 0
+
+
+def _cmd_action(client, args: argparse.Namespace, out: TextIO) -> int:
+    r = client.act(args.name, args.action)
+    if args.output:
+        _dump(r, args.output, out)
+    else:
+        print(f"rollout/{r['name']} {args.action}: {r['phase']}, step {_step(r)}, weight {_weight(r)}: "
+              f"{r.get('message', '')}", file=out)
+    return 0
+
+
+def _cmd_set_weight(client, args: argparse.Namespace, out: TextIO) -> int:
+    r = client.set_weight(args.name, args.weight)
+    if args.output:
+        _dump(r, args.output, out)
+    else:
+        print(f"rollout/{r['name']} weight set: {r['phase']}, weight {_weight(r)}: {r.get('message', '')}", file=out)
+    return 0
+
+
+def _cmd_proxies(client, args: argparse.Namespace, out: TextIO) -> int:
+    data = client.proxies()
+    if args.output:
+        _dump(data, args.output, out)
+        return 0
+    connected, gone = data.get("connected", []), data.get("disconnected", [])
+    if not connected:
+        print("no proxies connected", file=out)
+    else:
+        rows = []
+        for p in connected:
+            nacks = p.get("nacks") or []
+            last = f"{len(nacks)} ({nacks[-1]['type']}: {nacks[-1]['message'][:60]})" if nacks else "0"
+            rows.append([p["node_id"], p["node_cluster"], p["group"], p["protocol"], p["peer"],
+                         p.get("converged_version") or "-", _age(p.get("connected_at")), last])
+        _table(["NODE", "CLUSTER", "GROUP", "PROTOCOL", "PEER", "CONVERGED", "AGE", "NACKS"], rows, out)
+    if gone:
+        print(f"\nrecently disconnected ({len(gone)}):", file=out)
+        rows = [[p["node_id"], p["node_cluster"], p["peer"], f"{_age(p.get('disconnected_at'))} ago"]
+                for p in gone[:20]]
+        _table(["NODE", "CLUSTER", "PEER", "DISCONNECTED"], rows, out)
+    return 0
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def _connection_options(defaults: bool) -> argparse.ArgumentParser:
+    """--server/--token, accepted before or after the sub-command (the later one wins)."""
+    from .client import default_server, default_token
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--server", metavar="URL", default=default_server() if defaults else argparse.SUPPRESS,
+                   help="the Weir API (default $WEIR_SERVER or http://127.0.0.1:8080)")
+    p.add_argument("--token", default=default_token() if defaults else argparse.SUPPRESS,
+                   help="bearer token (default $WEIR_TOKEN)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weir", description="Progressive delivery for model serving on Envoy.")
+    parser = argparse.ArgumentParser(prog="weir", description="Progressive delivery for model serving on Envoy.",
+                                     parents=[_connection_options(defaults=True)])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    conn = _connection_options(defaults=False)
+
+    def output_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-o", "--output", choices=("json", "yaml"), help="machine-readable output")
 
     p = sub.add_parser("bootstrap", help="print an Envoy bootstrap that connects to Weir's xDS server")
     p.add_argument("--node-id", required=True, help="this Envoy's node id (unique per proxy)")
@@ -88,6 +469,87 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the RolloutPolicy JSON Schema")
     p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("serve", help="run the control plane: xDS server, rollout engine and REST API")
+    p.add_argument("--api-host", default="127.0.0.1", help="REST API bind address (default 127.0.0.1)")
+    p.add_argument("--api-port", type=int, default=8080, help="REST API port (default 8080)")
+    p.add_argument("--xds-host", default="127.0.0.1", help="xDS gRPC bind address (default 127.0.0.1)")
+    p.add_argument("--xds-port", type=int, default=18000, help="xDS gRPC port (default 18000)")
+    p.add_argument("--db", default="weir.db", help="SQLite database file (default weir.db)")
+    p.add_argument("--tokens", metavar="FILE", help="API tokens file (see `weir tokens`); without it the API has no "
+                                                    "authentication and must stay on loopback")
+    p.add_argument("--policies", metavar="DIR",
+                   help="GitOps: apply every policy file in DIR, and again whenever a file changes")
+    p.add_argument("--listen-address", default="0.0.0.0", help="address Envoy listeners bind (default 0.0.0.0)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --api-host (requires --tokens)")
+    p.add_argument("--tick", type=float, default=1.0, help="engine tick interval in seconds (default 1.0)")
+    p.add_argument("--analyzer", metavar="SPEC", default=None,
+                   help="'none' (default without a metric source: never promotes) or, for demos and tests only, "
+                        "'scripted:pass,inconclusive,...' (verdicts from the script, not from traffic)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("tokens", help="make API tokens and the tokens file")
+    tsub = p.add_subparsers(dest="tokens_command", required=True, metavar="SUBCOMMAND")
+    t = tsub.add_parser("new", help="generate a token and print its tokens-file line")
+    t.add_argument("--name", required=True, help="who the token is for (shown in the API log)")
+    t.add_argument("--role", choices=("viewer", "operator"), default="viewer", help="default viewer")
+    t.set_defaults(func=_cmd_tokens_new)
+    t = tsub.add_parser("hash", help="print the SHA-256 of a token (from the argument or stdin)")
+    t.add_argument("token", nargs="?", metavar="TOKEN",
+                   help="omit to read it from stdin (keeps it out of shell history)")
+    t.set_defaults(func=_cmd_tokens_hash)
+    t = tsub.add_parser("check", help="validate a tokens file")
+    t.add_argument("file", metavar="FILE")
+    t.set_defaults(func=_cmd_tokens_check)
+
+    p = sub.add_parser("apply", help="submit a rollout policy (starts a rollout)", parents=[conn])
+    p.add_argument("-f", "--file", required=True, metavar="FILE", help="policy YAML or JSON file ('-' for stdin)")
+    output_option(p)
+    p.set_defaults(func=_client_command(_cmd_apply))
+
+    p = sub.add_parser("get", help="list rollouts, or show one (--watch follows it)", parents=[conn])
+    p.add_argument("name", nargs="?", metavar="NAME")
+    output_option(p)
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="print a line per change until a terminal phase (exit 0 if Succeeded, 1 otherwise)")
+    p.add_argument("--interval", type=float, default=1.0, help="--watch poll interval in seconds (default 1)")
+    p.set_defaults(func=_client_command(_cmd_get))
+
+    p = sub.add_parser("describe", help="one rollout in detail: steps, verdict, evidence, events", parents=[conn])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--events", type=int, default=10, metavar="N", help="recent events shown (default 10)")
+    output_option(p)
+    p.set_defaults(func=_client_command(_cmd_describe))
+
+    for action, text in (
+        ("pause", "pause a rollout (keeps the current weights)"),
+        ("resume", "resume a paused or holding rollout"),
+        ("promote", "promote a rollout to 100%% (asks the confirm-promotion gate)"),
+        ("abort", "abort a rollout: all traffic back to stable"),
+        ("retry", "start a rolled-back or failed rollout again from the first step"),
+    ):
+        p = sub.add_parser(action, help=text, parents=[conn])
+        p.add_argument("name", metavar="NAME")
+        output_option(p)
+        p.set_defaults(func=_client_command(_cmd_action), action=action)
+
+    p = sub.add_parser("set-weight", aliases=["weight"], help="set the canary weight until the next step",
+                       parents=[conn])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("weight", type=int, metavar="W", help="percent of live traffic to the canary, 0-100")
+    output_option(p)
+    p.set_defaults(func=_client_command(_cmd_set_weight))
+
+    p = sub.add_parser("events", help="a rollout's events: every change and why", parents=[conn])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after this sequence number")
+    output_option(p)
+    p.set_defaults(func=_client_command(_cmd_events))
+
+    p = sub.add_parser("proxies", help="connected Envoy proxies, their versions and NACKs", parents=[conn])
+    output_option(p)
+    p.set_defaults(func=_client_command(_cmd_proxies))
     return parser
 
 
@@ -97,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # one INFO line per HTTP request would bury the client commands' output
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     return args.func(args)
 
 

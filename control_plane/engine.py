@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from policies import RolloutPolicy, parse_policy, policy_hash
 from xds.cache import DEFAULT_GROUP, SnapshotCache
@@ -36,6 +36,14 @@ from .webhooks import WebhookClient
 log = logging.getLogger("weir.engine")
 
 
+class EngineObserver(Protocol):
+    """Receives what the engine does, e.g. for /metrics (control_plane.metrics.Metrics)."""
+
+    def observe_event(self, event: Event) -> None: ...
+    def observe_verdict(self, rollout: str, outcome: str) -> None: ...
+    def observe_convergence(self, seconds: float) -> None: ...
+
+
 class Engine:
     def __init__(
         self,
@@ -49,6 +57,7 @@ class Engine:
         tick_s: float = 1.0,
         gate_retry_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        observer: EngineObserver | None = None,
     ):
         self.store = store
         self.cache = cache
@@ -67,7 +76,8 @@ class Engine:
         self.latest_verdicts: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
-        self.on_event: Callable[[Event], None] | None = None  # for /metrics
+        self._published_at: dict[str, float] = {}  # rollout -> when its routing last changed
+        self.observer = observer
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,6 +95,11 @@ class Engine:
                     await self._store(Decision(resumed, [event]))
             await self._publish()
         self._task = asyncio.create_task(self._run(), name="weir-engine")
+
+    @property
+    def running(self) -> bool:
+        """The tick loop is alive (for /readyz)."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -150,6 +165,7 @@ class Engine:
             self._check_routing_conflicts(rollout, policy)
             stored = await self.store.create(rollout, [event])
             self._policies[(stored.name, stored.revision)] = policy
+            self.latest_verdicts.pop(stored.name, None)
             self._emit([event])
         self.wake()
         return stored
@@ -159,11 +175,19 @@ class Engine:
         current = [(r, self.policy_of(r)) for r in self._latest.values() if r.service != rollout.service]
         desired_by_group([*current, (rollout, policy)], self.listen_address)  # raises RoutingError
 
-    async def act(self, name: str, action: str, weight: int | None = None) -> Rollout:
-        """An operator action; idempotent; InvalidAction (409) when the phase does not allow it."""
+    async def act(self, name: str, action: str, weight: int | None = None, *, actor: str | None = None) -> Rollout:
+        """An operator action; idempotent; InvalidAction (409) when the phase does not allow it.
+
+        `actor` (who asked, e.g. the API token's name) is recorded in the event.
+        """
         async with self._lock:
             rollout = await self.store.get(name)
             decision = self.machine(rollout).act(rollout, action, self.clock(), weight=weight)
+            if actor:
+                for event in decision.events:
+                    event.reason = f"{event.reason} (by {actor})"
+            if action == "retry":
+                self.latest_verdicts.pop(name, None)
             if decision.changed:
                 await self._apply(decision)
                 rollout = decision.rollout
@@ -215,6 +239,9 @@ class Engine:
         if rollout.converged_at is None:
             if self._converged(rollout):
                 await self._if_unchanged(rollout, lambda r: machine.on_converged(r, self.clock()))
+                published = self._published_at.pop(name, None)
+                if published is not None and self.observer is not None:
+                    self.observer.observe_convergence(self.clock() - published)
             return
         if rollout.phase in (Phase.SHADOWING, Phase.PROGRESSING) and rollout.gate is None:
             step = machine.current_step(rollout)
@@ -227,6 +254,8 @@ class Engine:
             )
             verdict = await self.analyzer.analyze(request)
             self.latest_verdicts[name] = verdict.to_json()
+            if self.observer is not None:
+                self.observer.observe_verdict(name, verdict.outcome)
             await self._if_unchanged(rollout, lambda r: machine.on_verdict(r, verdict, self.clock()))
 
     async def _if_unchanged(self, seen: Rollout, decide) -> None:
@@ -255,13 +284,14 @@ class Engine:
         await self._store(decision)
         if decision.publish or decision.rollout.phase.terminal:
             await self._publish()
+            self._published_at[decision.rollout.name] = self.clock()
         for hook in decision.webhooks:
             asyncio.create_task(self._fire_hook(decision.rollout, hook))
 
     def _emit(self, events: list[Event]) -> None:
-        if self.on_event is not None:
+        if self.observer is not None:
             for event in events:
-                self.on_event(event)
+                self.observer.observe_event(event)
 
     async def _publish(self) -> None:
         """Rebuild every group's routing from the latest rollout of each service and publish it."""

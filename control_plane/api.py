@@ -1,0 +1,503 @@
+"""The REST API: submit policies, watch rollouts, act on them, see proxies and metrics.
+
+Every error is an RFC 9457 ``application/problem+json`` document (``type``,
+``title``, ``status``, ``detail``, ``instance``) and, for input that failed
+validation, ``errors: [{path, message, line}]`` with *every* problem found, so
+a client (``weir apply``) can show them all at once.
+
+Authentication (see :mod:`control_plane.auth`) runs before a request body is
+read or parsed, so an anonymous client learns nothing from error details.
+``/healthz`` and ``/readyz`` stay open for probes; ``/metrics`` and every
+``GET /v1`` route need a viewer token; submitting and actions need an
+operator token. ``auth=None`` disables authentication (``weir serve`` allows
+that only on a loopback address).
+
+All engine calls are awaited on the server's loop; nothing here blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from http import HTTPStatus
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from policies import PolicyValidationError, parse_policy
+from policies.errors import describe, format_path
+from xds.routing import RoutingError
+from xds.status import StatusRegistry
+
+from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
+from .engine import Engine
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+from .model import InvalidAction, Rollout, RolloutConflict, RolloutNotFound
+from .store import StaleRollout
+
+log = logging.getLogger("weir.api")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://weir.dev/problems/"
+#: The operator actions served as ``POST /v1/rollouts/{name}/{action}``.
+ACTIONS = ("pause", "resume", "promote", "abort", "retry")
+#: How many recently disconnected proxies ``GET /v1/proxies`` lists.
+DISCONNECTED_SHOWN = 100
+
+
+# --------------------------------------------------------------------------- problems
+
+
+class ApiProblem(Exception):
+    """Raise anywhere in a handler to answer with a problem+json document."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(detail)
+        self.status, self.kind, self.detail = status, kind, detail
+        self.title = title or HTTPStatus(status).phrase
+        self.errors, self.headers, self.extra = errors, headers, extra
+
+
+class BodyTooLarge(Exception):
+    """The streamed request body went past the limit (raised from the receive channel)."""
+
+
+def problem_body(
+    status: int, kind: str, title: str, detail: str, instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None, **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind if kind != "about:blank" else kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+def problem_response(request: Request | None, problem: ApiProblem) -> JSONResponse:
+    instance = request.url.path if request is not None else None
+    body = problem_body(problem.status, problem.kind, problem.title, problem.detail, instance, problem.errors,
+                        **problem.extra)
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (documentation model for the OpenAPI schema)."""
+
+    type: str = Field(description="URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="every validation problem: {path, message, line}; line is null when unknown"
+    )
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "description": HTTPStatus(code).phrase,
+                   "content": {PROBLEM_JSON: {}}} for code in codes}
+
+
+def _validation_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        message = err.get("msg", "")
+        if "input" in err and err.get("type") not in ("missing", "extra_forbidden"):
+            message = f"{message} (got {describe(err['input'])})"
+        out.append({"path": format_path([p for p in loc if isinstance(p, (str, int))]), "message": message,
+                    "line": None})
+    return out
+
+
+# --------------------------------------------------------------------------- request body limit
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `max_bytes`: by Content-Length up front, and by counting what streams in.
+
+    Counting matters because a chunked upload has no Content-Length and a client
+    may lie in it; the receive channel raises once the limit is passed and this
+    middleware turns that into the 413 (unless a response already started).
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = None
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                length = value
+                break
+        if length is not None:
+            try:
+                declared = int(length)
+                if declared < 0:
+                    raise ValueError
+            except ValueError:
+                await self._reject(scope, send, 400, "malformed-body", "the Content-Length header is not a number")
+                return
+            if declared > self.max_bytes:
+                await self._reject(scope, send, 413, "body-too-large", self._too_large())
+                return
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._reject(scope, send, 413, "body-too-large", self._too_large())
+
+    def _too_large(self) -> str:
+        return f"the request body is larger than the limit of {self.max_bytes} bytes"
+
+    async def _reject(self, scope, send, status: int, kind: str, detail: str) -> None:
+        body = json.dumps(problem_body(status, kind, HTTPStatus(status).phrase, detail, scope.get("path"))).encode()
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            # No "Connection: close": the server then reads and drops the rest of the upload before
+            # closing, so the client is not reset while still sending and does see this answer.
+            "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+class WeightRequest(BaseModel):
+    """Body of ``PUT /v1/rollouts/{name}/weight``."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: StrictInt = Field(ge=0, le=100, description="percent of live traffic to the canary, 0-100")
+
+
+POLICY_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A RolloutPolicy as YAML or JSON (its JSON Schema: `weir schema`).",
+        "content": {
+            "application/yaml": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+WEIGHT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": WeightRequest.model_json_schema()}},
+    }
+}
+
+
+async def _read_text(request: Request) -> str:
+    body = await request.body()
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ApiProblem(400, "malformed-body", f"the body is not UTF-8 text (undecodable byte at offset {exc.start})")
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(
+    engine: Engine,
+    registry: StatusRegistry,
+    auth: TokenAuth | None,
+    *,
+    max_body_bytes: int = 1_048_576,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The API around a (started or soon started) engine.
+
+    ``metrics`` becomes the engine's observer unless it already has one;
+    ``app.state.auth`` may be replaced at run time, e.g. to reload the tokens file.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    if engine.observer is None:
+        engine.observer = metrics
+
+    app = FastAPI(
+        title="Weir",
+        summary="Canary rollouts of model servers on Envoy.",
+        description=(
+            "Submit a RolloutPolicy, follow its rollout step by step, and act on it. "
+            "Errors are `application/problem+json` (RFC 9457). Authenticate with "
+            "`Authorization: Bearer TOKEN`: viewer tokens read, operator tokens also submit and act."
+        ),
+        version="v1",
+    )
+    app.state.engine = engine
+    app.state.registry = registry
+    app.state.auth = auth
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    _install_error_handlers(app)
+
+    bearer = HTTPBearer(auto_error=False, description="A token listed (hashed) in the tokens file: weir tokens new")
+
+    def require(role: str) -> Callable[..., Any]:
+        async def check(
+            request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+        ) -> Principal:
+            current: TokenAuth | None = request.app.state.auth
+            if current is None:
+                return ANONYMOUS_OPERATOR
+            if credentials is None:
+                raise ApiProblem(401, "unauthorized",
+                                 "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
+                                 headers={"WWW-Authenticate": 'Bearer realm="weir"'})
+            principal = current.authenticate(credentials.credentials)
+            if principal is None:
+                raise ApiProblem(401, "unauthorized", "the bearer token is not valid",
+                                 headers={"WWW-Authenticate": 'Bearer realm="weir", error="invalid_token"'})
+            if not principal.allows(role):
+                raise ApiProblem(403, "forbidden",
+                                 f"{principal.name!r} is a {principal.role}; this needs the {role} role",
+                                 headers={"WWW-Authenticate": 'Bearer realm="weir", error="insufficient_scope"'})
+            return principal
+
+        return check
+
+    viewer = require(VIEWER)
+    operator = require(OPERATOR)
+    read_errors = _responses(401, 403, 404)
+    write_errors = _responses(400, 401, 403, 404, 409, 413, 422)
+
+    def detail_json(rollout: Rollout) -> dict[str, Any]:
+        data = summary_json(rollout)
+        machine = engine.machine(rollout)
+        data["shadow"] = dataclasses.asdict(machine.shadow) if machine.shadow is not None else None
+        data["steps"] = [dataclasses.asdict(s) for s in machine.steps]
+        data["latest_verdict"] = engine.latest_verdicts.get(rollout.name)
+        return data
+
+    def summary_json(rollout: Rollout) -> dict[str, Any]:
+        data = rollout.to_json()
+        try:
+            data["n_steps"] = len(engine.machine(rollout).steps)
+        except Exception:  # a stored policy the current model rejects: still list the rollout
+            data["n_steps"] = None
+        return data
+
+    # -- probes and metrics ---------------------------------------------------------------------
+    @app.get("/healthz", summary="Liveness: the process answers", tags=["probes"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the engine runs and the store answers", tags=["probes"],
+             responses=_responses(503))
+    async def readyz():
+        if not engine.running:
+            raise ApiProblem(503, "not-ready", "the rollout engine is not running")
+        try:
+            await asyncio.wait_for(engine.store.list(), timeout=2.0)
+        except Exception as exc:  # any failure to read the store means not ready
+            raise ApiProblem(503, "not-ready", f"the store does not answer: {exc or type(exc).__name__}")
+        return {"status": "ready"}
+
+    @app.get("/metrics", summary="Prometheus metrics (viewer token)", tags=["probes"],
+             response_class=PlainTextResponse, responses=_responses(401, 403))
+    async def get_metrics(_: Principal = Depends(viewer)):
+        text = metrics.render(await engine.list(), registry)
+        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
+
+    # -- rollouts --------------------------------------------------------------------------------
+    @app.post("/v1/rollouts", status_code=201, summary="Submit a policy: start a rollout", tags=["rollouts"],
+              openapi_extra=POLICY_BODY, responses=write_errors)
+    async def submit(request: Request, principal: Principal = Depends(operator)):
+        text = await _read_text(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        source = "request.json" if content_type == "application/json" or content_type.endswith("+json") else None
+        # Parsing and validating a large document is CPU work: keep it off the event loop.
+        policy = await asyncio.to_thread(parse_policy, text, source=source)
+        rollout = await engine.submit(policy)
+        log.info("%s submitted rollout %s (revision %d, service %s)", principal.name, rollout.name, rollout.revision,
+                 rollout.service)
+        return JSONResponse(detail_json(rollout), status_code=201, headers={"Location": f"/v1/rollouts/{rollout.name}"})
+
+    @app.get("/v1/rollouts", summary="List rollouts", tags=["rollouts"], responses=_responses(401, 403))
+    async def list_rollouts(_: Principal = Depends(viewer)):
+        return {"items": [summary_json(r) for r in await engine.list()]}
+
+    @app.get("/v1/rollouts/{name}", summary="One rollout: state, steps, latest verdict", tags=["rollouts"],
+             responses=read_errors)
+    async def get_rollout(name: str, _: Principal = Depends(viewer)):
+        return detail_json(await engine.get(name))
+
+    @app.get("/v1/rollouts/{name}/events", summary="A rollout's events (the why of every change)", tags=["rollouts"],
+             responses=_responses(401, 403, 404, 422))
+    async def get_events(
+        name: str,
+        after: int = Query(0, ge=0, description="only events with a sequence number above this"),
+        _: Principal = Depends(viewer),
+    ):
+        return {"items": [e.to_json() for e in await engine.events(name, after)]}
+
+    def add_action(action: str) -> None:
+        async def act(name: str, principal: Principal = Depends(operator)):
+            rollout = await engine.act(name, action, actor=principal.name)
+            log.info("%s: %s rollout %s -> %s", principal.name, action, name, rollout.phase.value)
+            return detail_json(rollout)
+
+        act.__name__ = f"{action}_rollout"
+        app.post(f"/v1/rollouts/{{name}}/{action}", summary=f"{action.capitalize()} a rollout", tags=["actions"],
+                 responses=_responses(401, 403, 404, 409))(act)
+
+    for action in ACTIONS:
+        add_action(action)
+
+    @app.post("/v1/rollouts/{name}/{action}", include_in_schema=False)
+    async def unknown_action(name: str, action: str, _: Principal = Depends(operator)):
+        hint = "; set the weight with PUT /v1/rollouts/{name}/weight" if action in ("weight", "set-weight") else ""
+        raise ApiProblem(404, "unknown-action",
+                         f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}{hint}")
+
+    @app.put("/v1/rollouts/{name}/weight", summary="Set the canary weight (holds until the next step)",
+             tags=["actions"], openapi_extra=WEIGHT_BODY, responses=write_errors)
+    async def set_weight(name: str, request: Request, principal: Principal = Depends(operator)):
+        text = await _read_text(request)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ApiProblem(400, "malformed-body",
+                             f'not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); '
+                                                    'expected {"weight": 0-100}')
+        try:
+            body = WeightRequest.model_validate(data)
+        except ValidationError as exc:
+            raise ApiProblem(422, "invalid-request", 'expected {"weight": 0-100}', title="Invalid request",
+                             errors=_validation_errors(exc))
+        try:
+            rollout = await engine.act(name, "set-weight", weight=body.weight, actor=principal.name)
+        except RoutingError:
+            raise
+        except ValueError as exc:  # the machine's own range check
+            raise ApiProblem(422, "invalid-weight", str(exc), title="Invalid weight",
+                             errors=[{"path": "weight", "message": str(exc), "line": None}])
+        log.info("%s: set weight of rollout %s to %d%%", principal.name, name, body.weight)
+        return detail_json(rollout)
+
+    # -- proxies ---------------------------------------------------------------------------------
+    @app.get("/v1/proxies", summary="Connected proxies and what they ACKed or NACKed", tags=["proxies"],
+             responses=_responses(401, 403))
+    async def proxies(_: Principal = Depends(viewer)):
+        gone = list(registry.disconnected)[-DISCONNECTED_SHOWN:]
+        return {
+            "connected": [p.to_json() for p in registry.proxies()],
+            "disconnected": [p.to_json() for p in reversed(gone)],
+        }
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def on_problem(request: Request, exc: ApiProblem):
+        return problem_response(request, exc)
+
+    @app.exception_handler(PolicyValidationError)
+    async def on_policy(request: Request, exc: PolicyValidationError):
+        errors = [{"path": e.path, "message": e.message, "line": e.line} for e in exc.errors]
+        n = len(errors)
+        return problem_response(request, ApiProblem(
+            422, "policy-invalid", f"the policy has {n} problem{'s' if n != 1 else ''}; nothing was changed",
+            title="Invalid policy", errors=errors))
+
+    @app.exception_handler(RoutingError)
+    async def on_routing(request: Request, exc: RoutingError):
+        errors = [{"path": e.path, "message": e.message, "line": None} for e in exc.errors]
+        return problem_response(request, ApiProblem(
+            422, "routing-invalid", "the policy's routing cannot coexist with the other rollouts; nothing was changed",
+            title="Invalid routing", errors=errors))
+
+    @app.exception_handler(RolloutConflict)
+    async def on_conflict(request: Request, exc: RolloutConflict):
+        return problem_response(request, ApiProblem(409, "rollout-conflict", str(exc), title="Rollout conflict"))
+
+    @app.exception_handler(InvalidAction)
+    async def on_invalid_action(request: Request, exc: InvalidAction):
+        return problem_response(request, ApiProblem(409, "invalid-action", str(exc), title="Action not allowed now",
+                                                    action=exc.action, phase=exc.phase.value))
+
+    @app.exception_handler(StaleRollout)
+    async def on_stale(request: Request, exc: StaleRollout):
+        return problem_response(request, ApiProblem(409, "concurrent-change", f"{exc}; try again"))
+
+    @app.exception_handler(RolloutNotFound)
+    async def on_not_found(request: Request, exc: RolloutNotFound):
+        return problem_response(request, ApiProblem(404, "rollout-not-found", str(exc), title="Rollout not found"))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_request_invalid(request: Request, exc: RequestValidationError):
+        return problem_response(request, ApiProblem(422, "invalid-request", "the request is not valid",
+                                                    title="Invalid request",
+                                                    errors=_validation_errors(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException):
+        status = exc.status_code
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+        if status == 404 and detail == "Not Found":
+            detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+        return problem_response(request, ApiProblem(status, "about:blank", detail, headers=exc.headers))
+
+    @app.exception_handler(Exception)
+    async def on_error(request: Request, exc: Exception):
+        # Starlette re-raises after this answer, so the server logs the traceback once.
+        return problem_response(request, ApiProblem(500, "internal",
+                                                    "internal error; the control plane log has details"))
+
+
+__all__ = ["ACTIONS", "ApiProblem", "BodyLimitMiddleware", "PROBLEM_JSON", "create_app"]
