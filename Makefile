@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # Regenerate the protobuf-upb wire modules from our own small .proto files.
 protos: venv
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto
 
 test: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -28,6 +28,8 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/envoy_push.py
 	$(BIN)/python bench/xds_fanout.py --proxies 1000
+	$(BIN)/python bench/als_decode.py
+	$(BIN)/python bench/analysis_sim.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -484,9 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback --api-host (requires --tokens)")
     p.add_argument("--tick", type=float, default=1.0, help="engine tick interval in seconds (default 1.0)")
-    p.add_argument("--analyzer", metavar="SPEC", default=None,
-                   help="'none' (default without a metric source: never promotes) or, for demos and tests only, "
-                        "'scripted:pass,inconclusive,...' (verdicts from the script, not from traffic)")
+    p.add_argument("--analyzer", metavar="SPEC", default="sources",
+                   help="'sources' (default: the policy's metric source and judge), 'none' (never promotes) or, "
+                        "for demos and tests only, 'scripted:pass,inconclusive,...' (verdicts from the script, not traffic)")
+    p.add_argument("--envoy-admin", metavar="URL", action="append", default=[],
+                   help="an Envoy admin URL to poll for the envoy-stats source (repeatable)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("tokens", help="make API tokens and the tokens file")

@@ -39,11 +39,19 @@ def envoy_binary() -> str | None:
 
 
 class Backend:
-    """An HTTP server that replies with its name and counts requests by Host kind."""
+    """An HTTP model-server stand-in: replies with its name, counts what it serves.
 
-    def __init__(self, name: str, status: int = 200):
+    `delay_ms` sleeps before answering (a latency regression); every
+    `error_every`-th request of a kind (live or shadow, counted separately)
+    gets a 500 (an error regression); `status` answers every request with
+    that code. Counts are kept per kind and per (kind, status).
+    """
+
+    def __init__(self, name: str, status: int = 200, delay_ms: float = 0.0, error_every: int = 0):
         self.name = name
         self.status = status
+        self.delay_s = delay_ms / 1000.0
+        self.error_every = error_every
         self.counts: collections.Counter = collections.Counter()
         self.lock = threading.Lock()
         backend = self
@@ -56,11 +64,17 @@ class Backend:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                host = self.headers.get("host", "")
+                kind = "shadow" if "-shadow" in self.headers.get("host", "") else "live"
                 with backend.lock:
-                    backend.counts["shadow" if "-shadow" in host else "live"] += 1
+                    n = backend.counts[kind] + 1
+                    failing = backend.error_every and n % backend.error_every == 0
+                    status = 500 if failing else backend.status
+                    backend.counts[kind] = n
+                    backend.counts[(kind, status)] += 1
+                if backend.delay_s:
+                    time.sleep(backend.delay_s)
                 body = json.dumps({"backend": backend.name}).encode()
-                self.send_response(backend.status)
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -81,17 +95,21 @@ class Backend:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def count(self, kind: str = "live", status: int | None = None) -> int:
+        with self.lock:
+            return self.counts[kind] if status is None else self.counts[(kind, status)]
+
     def reset(self) -> None:
         with self.lock:
             self.counts.clear()
 
     @property
     def live(self) -> int:
-        return self.counts["live"]
+        return self.count("live")
 
     @property
     def shadow(self) -> int:
-        return self.counts["shadow"]
+        return self.count("shadow")
 
     def close(self) -> None:
         self.server.shutdown()
@@ -176,7 +194,12 @@ class EnvoyProcess:
 
 
 def send_requests(port: int, n: int, concurrency: int = 4, headers: dict | None = None, path: str = "/") -> collections.Counter:
-    """n requests over keep-alive connections; counts responses by backend name (or status)."""
+    """n requests over keep-alive connections; counts responses by backend name.
+
+    Non-200 answers count as ``status:<code>`` and failed connections as
+    ``error:<exception>`` (the connection is then reopened), so a caller sees
+    every failure instead of a crashed worker.
+    """
     counts: collections.Counter = collections.Counter()
     lock = threading.Lock()
     share = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
@@ -185,9 +208,15 @@ def send_requests(port: int, n: int, concurrency: int = 4, headers: dict | None 
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         local: collections.Counter = collections.Counter()
         for _ in range(k):
-            conn.request("GET", path, headers=headers or {})
-            resp = conn.getresponse()
-            body = resp.read()
+            try:
+                conn.request("GET", path, headers=headers or {})
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as err:
+                local[f"error:{type(err).__name__}"] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                continue
             if resp.status == 200:
                 local[json.loads(body)["backend"]] += 1
             else:

@@ -29,7 +29,7 @@ from xds.translate import translate
 from .analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
 from .desired import desired_by_group
 from .machine import GATE_PROMOTION, Decision, RolloutMachine
-from .model import Event, InvalidAction, Phase, Rollout, RolloutNotFound
+from .model import Event, Phase, Rollout, RolloutNotFound
 from .store import StaleRollout, Store
 from .webhooks import WebhookClient
 
@@ -58,6 +58,7 @@ class Engine:
         gate_retry_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         observer: EngineObserver | None = None,
+        access_log_cluster: str | None = None,
     ):
         self.store = store
         self.cache = cache
@@ -78,6 +79,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._published_at: dict[str, float] = {}  # rollout -> when its routing last changed
         self.observer = observer
+        self.access_log_cluster = access_log_cluster  # where generated listeners send access logs
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -303,7 +305,7 @@ class Engine:
         self._latest = latest
         pairs = [(r, self.policy_of(r)) for r in latest.values()]
         for group, routing in desired_by_group(pairs, self.listen_address).items():
-            snapshot = snapshot_from_envoy(translate(routing))
+            snapshot = snapshot_from_envoy(translate(routing, access_log_cluster=self.access_log_cluster))
             self.cache.set_snapshot(group, snapshot)
             self._published[group] = snapshot.version
 

@@ -16,15 +16,11 @@ import sys
 from pathlib import Path
 
 from policies import PolicyValidationError, parse_policy, policy_hash
-from xds.cache import SnapshotCache
 from xds.routing import RoutingError
-from xds.server import XdsServer
-from xds.status import StatusRegistry
 
-from .analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
+from .core import start_control_plane
 from .engine import Engine
 from .model import RolloutConflict, RolloutNotFound
-from .store import SQLiteStore
 
 log = logging.getLogger("weir.serve")
 
@@ -38,23 +34,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def build_analyzer(spec: str | None) -> Analyzer:
-    """The analyzer named on the command line.
-
-    `scripted:pass,inconclusive,...` is for demos and tests only: it answers
-    from the script instead of from traffic.
-    """
-    if not spec or spec == "none":
-        return NoEvidenceAnalyzer()
-    if spec.startswith("scripted:"):
-        outcomes = [o.strip() for o in spec.split(":", 1)[1].split(",") if o.strip()]
-        bad = [o for o in outcomes if o not in ("pass", "fail", "inconclusive")]
-        if bad or not outcomes:
-            raise ValueError(f"--analyzer scripted: outcomes must be pass, fail or inconclusive (got {bad or 'nothing'})")
-        return ScriptedAnalyzer(outcomes)
-    raise ValueError(f"--analyzer: unknown analyzer {spec!r} (expected none or scripted:OUTCOMES)")
 
 
 class PolicyDirectory:
@@ -114,7 +93,6 @@ class PolicyDirectory:
 async def serve(args: argparse.Namespace) -> int:
     from .api import create_app
     from .auth import TokenAuth
-    from .metrics import Metrics
 
     import uvicorn
 
@@ -125,24 +103,19 @@ async def serve(args: argparse.Namespace) -> int:
     if auth is None and not is_loopback(args.api_host):
         print("error: an API reachable from other hosts needs --tokens FILE", file=sys.stderr)
         return 2
-    analyzer = build_analyzer(getattr(args, "analyzer", None))
-
-    registry = StatusRegistry()
-    cache = SnapshotCache()
-    xds = XdsServer(cache, registry)
-    xds_port = await xds.start(args.xds_host, args.xds_port)
-    store = SQLiteStore(args.db)
-    metrics = Metrics()
-    engine = Engine(store, cache, registry, analyzer, listen_address=args.listen_address, tick_s=args.tick, observer=metrics)
-    await engine.start()
-    app = create_app(engine, registry, auth, metrics=metrics)
+    cp = await start_control_plane(
+        db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
+        listen_address=args.listen_address, tick_s=args.tick, envoy_admins=getattr(args, "envoy_admin", None) or (),
+    )
+    engine = cp.engine
+    app = create_app(engine, cp.registry, auth, metrics=cp.metrics)
     config = uvicorn.Config(app, host=args.api_host, port=args.api_port, log_level="warning", lifespan="off")
     api = uvicorn.Server(config)
     tasks = []
     if args.policies:
         tasks.append(asyncio.create_task(PolicyDirectory(engine, args.policies).run(), name="weir-policies"))
     print(
-        f"weir: xDS on {args.xds_host}:{xds_port}, API on http://{args.api_host}:{args.api_port}, store {args.db}"
+        f"weir: xDS on {args.xds_host}:{cp.xds_port}, API on http://{args.api_host}:{args.api_port}, store {args.db}"
         + (f", policies from {args.policies}" if args.policies else ""),
         flush=True,
     )
@@ -151,9 +124,7 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         for task in tasks:
             task.cancel()
-        await engine.stop()
-        await xds.stop()
-        await store.close()
+        await cp.stop()
     return 0
 
 

@@ -339,7 +339,7 @@ def test_serve_parses_arguments_and_calls_serve_main(monkeypatch):
     args = seen["args"]
     assert (args.api_host, args.api_port, args.xds_host, args.xds_port) == ("127.0.0.1", 8080, "127.0.0.1", 18000)
     assert (args.db, args.tokens, args.policies, args.listen_address, args.allow_remote, args.tick, args.analyzer) == \
-        ("weir.db", None, None, "0.0.0.0", False, 1.0, None)
+        ("weir.db", None, None, "0.0.0.0", False, 1.0, "sources")
     assert cli.main(["serve", "--api-host", "0.0.0.0", "--api-port", "9000", "--xds-port", "18001", "--db", "x.db",
                      "--tokens", "t.yaml", "--policies", "pol", "--listen-address", "127.0.0.1", "--allow-remote",
                      "--tick", "0.5", "--analyzer", "scripted:pass"]) == 7

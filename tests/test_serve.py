@@ -12,7 +12,8 @@ import yaml
 from control_plane.analyzer import ScriptedAnalyzer
 from control_plane.engine import Engine
 from control_plane.model import Phase
-from control_plane.serve import PolicyDirectory, build_analyzer, is_loopback, serve
+from control_plane.core import build_analyzer
+from control_plane.serve import PolicyDirectory, is_loopback, serve
 from control_plane.store import SQLiteStore
 from xds.cache import SnapshotCache
 from xds.status import StatusRegistry
@@ -89,3 +90,5 @@ def test_analyzer_flag():
         build_analyzer("scripted:maybe")
     with pytest.raises(ValueError, match="unknown analyzer"):
         build_analyzer("magic")
+    assert type(build_analyzer("sources")).__name__ == "SourceAnalyzer"
+    assert type(build_analyzer("none")).__name__ == "NoEvidenceAnalyzer"

@@ -47,6 +47,9 @@ def render_bootstrap(
         "dynamic_resources": _dynamic_resources(delta),
         "static_resources": {"clusters": [_control_plane_cluster(xds_host, xds_port)]},
         "admin": {"address": _socket_address(admin_address, admin_port)},
+        # Histograms reach /stats (and Prometheus) only on a stats flush; the
+        # default 5 s is too coarse for the envoy-stats analysis source.
+        "stats_flush_interval": "1s",
     }
 
 

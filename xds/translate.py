@@ -120,16 +120,19 @@ def _socket_address(host: str, port: int) -> core_v3.Address:
 
 
 def _listener(address: str, port: int, access_log_cluster: str | None) -> listener_v3.Listener:
+    access_log = [_access_log(access_log_cluster)] if access_log_cluster else []
+    # Envoy logs mirrored (shadow) requests only through the router's
+    # upstream_log (as UpstreamEnd entries with a "-shadow" Host), never in the
+    # listener's access log: shadow analysis needs both.
+    router = router_v3.Router(upstream_log=list(access_log))
     manager = hcm_v3.HttpConnectionManager(
         codec_type=hcm_v3.HttpConnectionManagerCodecType.AUTO,
         stat_prefix=f"weir_{port}",
         rds=hcm_v3.Rds(config_source=_ads(), route_config_name=route_name(port)),
-        http_filters=[
-            hcm_v3.HttpFilter(name="envoy.filters.http.router", typed_config=AnyMessage.pack(router_v3.Router()))
-        ],
+        http_filters=[hcm_v3.HttpFilter(name="envoy.filters.http.router", typed_config=AnyMessage.pack(router))],
         # ApacheBench (and other load tools) still speak HTTP/1.0.
         http_protocol_options=core_v3.Http1ProtocolOptions(accept_http_10=True),
-        access_log=[_access_log(access_log_cluster)] if access_log_cluster else [],
+        access_log=access_log,
     )
     chain = listener_v3.FilterChain(
         filters=[

@@ -1,0 +1,166 @@
+"""What the judges consume: per-arm samples and the SLOs they are held to.
+
+Both types are plain data. A metric source fills :class:`ArmSamples` with the
+*cumulative* traffic of one arm (stable or canary) since the current step's
+routing converged; the engine passes the same objects, grown, at every look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["ArmSamples", "SLO", "slos_from_policy"]
+
+
+def _as_latency_array(values: Any) -> np.ndarray:
+    arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    return arr
+
+
+@dataclass
+class ArmSamples:
+    """Cumulative samples of one arm since the step's config converged.
+
+    ``requests`` counts every request (errors included); ``errors`` counts 5xx
+    responses and resets; ``latencies_ms`` holds one entry per *successful*
+    request, in arrival order. Between two looks of the same step the arrays
+    only grow (new samples are appended): the sequential judge relies on that
+    to tell new samples from old ones.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+
+    def __post_init__(self) -> None:
+        self.latencies_ms = _as_latency_array(self.latencies_ms)
+        self.requests = int(self.requests)
+        self.errors = int(self.errors)
+        if self.requests < 0 or self.errors < 0:
+            raise ValueError(f"requests and errors must be >= 0 (got requests={self.requests}, errors={self.errors})")
+        if self.errors > self.requests:
+            raise ValueError(f"errors ({self.errors}) cannot exceed requests ({self.requests})")
+        if self.latencies_ms.size and not (np.isfinite(self.latencies_ms).all() and self.latencies_ms.min() >= 0):
+            raise ValueError("latencies_ms must be finite and >= 0 (milliseconds of successful requests)")
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.errors
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for evidence: JSON-ready."""
+        return {
+            "requests": int(self.requests),
+            "errors": int(self.errors),
+            "latency_samples": int(self.latencies_ms.size),
+        }
+
+
+@dataclass(frozen=True)
+class SLO:
+    """One service-level objective the canary must keep relative to stable.
+
+    * ``error-rate``: ``max_increase`` is **absolute** by default (a fraction:
+      0.005 = half a percentage point more errors than stable). With
+      ``relative=True`` it is a ratio instead (0.1 = at most 1.1 x stable's rate).
+    * ``latency``: ``max_increase`` is **relative** by default (0.10 = the
+      canary's ``quantile`` may be at most 1.1 x stable's). With
+      ``relative=False`` it is absolute, in milliseconds.
+
+    ``max_increase`` is the margin of the test: a canary worse by more than it
+    fails, one shown to be within it passes.
+    """
+
+    metric: Literal["error-rate", "latency"]
+    max_increase: float
+    quantile: float | None = None
+    relative: bool | None = None  # None: the metric's default (see above)
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("error-rate", "latency"):
+            raise ValueError(f"SLO metric must be 'error-rate' or 'latency' (got {self.metric!r})")
+        mi = float(self.max_increase)
+        if not np.isfinite(mi) or mi < 0:
+            raise ValueError(f"SLO max_increase must be a finite number >= 0 (got {self.max_increase!r})")
+        object.__setattr__(self, "max_increase", mi)
+        if self.relative is None:
+            object.__setattr__(self, "relative", self.metric == "latency")
+        if self.metric == "latency":
+            if self.quantile is not None:
+                q = float(self.quantile)
+                if not 0.0 < q < 1.0:
+                    raise ValueError(f"latency quantile must be between 0 and 1 (got {self.quantile!r})")
+                object.__setattr__(self, "quantile", q)
+        else:
+            if self.quantile is not None:
+                raise ValueError("an error-rate SLO has no quantile")
+            if not self.relative and mi >= 1.0:
+                raise ValueError(f"an absolute error-rate max_increase is a fraction below 1 (got {mi})")
+
+    @property
+    def key(self) -> str:
+        """A short stable name: ``error-rate``, ``latency-p99``, ``latency-p50``, ``latency-mean``."""
+        if self.metric == "error-rate":
+            return "error-rate"
+        if self.quantile is None:
+            return "latency-mean"
+        return f"latency-p{_quantile_label(self.quantile)}"
+
+    def describe(self) -> str:
+        """Human words: ``p99 latency at most +10% over stable``."""
+        if self.metric == "error-rate":
+            if self.relative:
+                return f"error rate at most {1 + self.max_increase:g} x stable's"
+            return f"error rate at most {self.max_increase * 100:g} percentage points above stable's"
+        what = "typical (geometric-mean) latency" if self.quantile is None else f"p{_quantile_label(self.quantile)} latency"
+        if self.relative:
+            return f"{what} at most +{self.max_increase * 100:g}% over stable's"
+        return f"{what} at most {self.max_increase:g} ms above stable's"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "max_increase": self.max_increase, "quantile": self.quantile, "relative": self.relative}
+
+    @classmethod
+    def from_dict(cls, spec: Any) -> "SLO":
+        """Build from a policy SLO: a dict (``maxIncrease`` or ``max_increase``, ``"10%"`` accepted) or an object
+        with ``metric``, ``max_increase`` and ``quantile`` attributes (the pydantic policy models)."""
+        if isinstance(spec, SLO):
+            return spec
+        get = spec.get if isinstance(spec, dict) else (lambda k, d=None: getattr(spec, k, d))
+        metric = get("metric")
+        if metric == "custom":
+            raise ValueError("custom SLOs are absolute bounds on a Prometheus query: the prometheus source checks them, not a judge")
+        mi = get("max_increase", None)
+        if mi is None:
+            mi = get("maxIncrease", None)
+        if mi is None:
+            raise ValueError(f"SLO {metric!r} needs max_increase")
+        return cls(metric=metric, max_increase=_parse_fraction(mi), quantile=get("quantile", None), relative=get("relative", None))
+
+
+def slos_from_policy(slos: Any) -> list[SLO]:
+    """Convert a policy's ``analysis.slos`` list (dicts or policy models); custom SLOs are skipped."""
+    out = []
+    for s in slos:
+        metric = s.get("metric") if isinstance(s, dict) else getattr(s, "metric", None)
+        if metric == "custom":
+            continue
+        out.append(SLO.from_dict(s))
+    return out
+
+
+def _parse_fraction(v: Any) -> float:
+    if isinstance(v, str):
+        t = v.strip()
+        if t.endswith("%"):
+            return float(t[:-1]) / 100.0
+        return float(t)
+    return float(v)
+
+
+def _quantile_label(q: float) -> str:
+    s = f"{q * 100:.4f}".rstrip("0").rstrip(".")
+    return s

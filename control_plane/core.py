@@ -1,0 +1,96 @@
+"""One Weir control plane in this process: xDS + access-log service, store, engine.
+
+`weir serve` adds the REST API around it; the demo and the end-to-end tests
+use it as is, so all three run the same assembly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from analysis.sources.access_log import AccessLogSource
+from analysis.sources.envoy_stats import EnvoyStatsSource
+from xds.bootstrap import CONTROL_PLANE_CLUSTER
+from xds.cache import SnapshotCache
+from xds.server import XdsServer
+from xds.status import StatusRegistry
+
+from .analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
+from .engine import Engine
+from .metrics import Metrics
+from .store import SQLiteStore
+
+
+def build_analyzer(spec: str | None, access_log=None, envoy_stats=None) -> Analyzer:
+    """The analyzer named on the command line.
+
+    `sources` (the default) judges real traffic from the policy's metric
+    source. `scripted:pass,inconclusive,...` is for demos and tests only: it
+    answers from the script instead of from traffic.
+    """
+    if spec == "sources" or spec is None:
+        from .evidence import SourceAnalyzer
+
+        return SourceAnalyzer(access_log=access_log, envoy_stats=envoy_stats)
+    if spec == "none":
+        return NoEvidenceAnalyzer()
+    if spec.startswith("scripted:"):
+        outcomes = [o.strip() for o in spec.split(":", 1)[1].split(",") if o.strip()]
+        bad = [o for o in outcomes if o not in ("pass", "fail", "inconclusive")]
+        if bad or not outcomes:
+            raise ValueError(f"--analyzer scripted: outcomes must be pass, fail or inconclusive (got {bad or 'nothing'})")
+        return ScriptedAnalyzer(outcomes)
+    raise ValueError(f"--analyzer: unknown analyzer {spec!r} (expected sources, none or scripted:OUTCOMES)")
+
+
+@dataclass
+class ControlPlane:
+    registry: StatusRegistry
+    cache: SnapshotCache
+    access_log: AccessLogSource
+    envoy_stats: EnvoyStatsSource | None
+    xds: XdsServer
+    xds_port: int
+    store: SQLiteStore
+    engine: Engine
+    metrics: Metrics
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+        if self.envoy_stats is not None:
+            await self.envoy_stats.stop()
+        await self.xds.stop()
+        await self.store.close()
+
+
+async def start_control_plane(
+    *,
+    db: str | Path,
+    xds_host: str = "127.0.0.1",
+    xds_port: int = 0,
+    analyzer: str | None = "sources",
+    listen_address: str = "0.0.0.0",
+    tick_s: float = 1.0,
+    envoy_admins: Iterable[str] = (),
+) -> ControlPlane:
+    """Start xDS (with the access-log service on the same port), the store and the engine."""
+    access_log = AccessLogSource()
+    admins = list(envoy_admins)
+    envoy_stats = EnvoyStatsSource(admins) if admins else None
+    chosen = build_analyzer(analyzer, access_log, envoy_stats)
+    registry = StatusRegistry()
+    cache = SnapshotCache()
+    # Envoy reaches both ADS and the access-log service through the
+    # bootstrap's weir_control_plane cluster.
+    xds = XdsServer(cache, registry, extra_handlers=[access_log.handler()])
+    bound = await xds.start(xds_host, xds_port)
+    if envoy_stats is not None:
+        await envoy_stats.start()
+    store = SQLiteStore(db)
+    metrics = Metrics()
+    engine = Engine(store, cache, registry, chosen, listen_address=listen_address, tick_s=tick_s,
+                    observer=metrics, access_log_cluster=CONTROL_PLANE_CLUSTER)
+    await engine.start()
+    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, engine, metrics)

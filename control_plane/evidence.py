@@ -1,0 +1,136 @@
+"""The real Analyzer: samples from the policy's metric source, a verdict from its judge.
+
+For each rollout step the engine asks about the traffic since the step's
+convergence. This module picks the source (the access log by default, the
+Envoy stats poller, or Prometheus), fetches both arms' cumulative samples,
+and asks a judge created once per step (the sequential judges keep state and
+split alpha across steps). Missing evidence never passes: a source that may
+have lost data turns a pass into inconclusive, and a custom SLO whose query
+returns nothing is inconclusive too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from analysis import Verdict, evaluate_async, make_judge
+from analysis.samples import slos_from_policy
+from analysis.sources import Coverage, MetricSource, SourceError
+from analysis.sources.prometheus import PrometheusSource
+
+from .analyzer import AnalysisRequest
+
+log = logging.getLogger("weir.evidence")
+
+
+def analysed_steps(policy) -> int:
+    """How many times a rollout is judged: the shadow phase and every step below 100%."""
+    strategy = policy.spec.strategy
+    steps = sum(1 for s in strategy.canary.steps if s.pause is None and s.weight is not None and s.weight < 100)
+    return max(1, steps + (1 if strategy.shadow is not None else 0))
+
+
+def canary_share(request: AnalysisRequest) -> float:
+    """The canary's expected share of the two arms' requests.
+
+    Live steps split traffic by weight. In the shadow phase stable serves every
+    live request and the canary receives a copy of `mirror`% of them.
+    """
+    if request.phase == "shadow":
+        m = request.mirror / 100.0
+        return m / (1.0 + m)
+    return request.weight / 100.0
+
+
+class SourceAnalyzer:
+    """Analyzer over real metric sources (access log, Envoy stats, Prometheus)."""
+
+    def __init__(
+        self,
+        access_log: MetricSource | None = None,
+        envoy_stats: MetricSource | None = None,
+        prometheus: Callable[[str], MetricSource] = PrometheusSource,
+    ):
+        self.sources: dict[str, MetricSource | None] = {"access-log": access_log, "envoy-stats": envoy_stats}
+        self._prometheus_factory = prometheus
+        self._prometheus: dict[str, MetricSource] = {}
+        self._judges: dict[tuple[str, int, float], Any] = {}
+
+    def source_for(self, policy) -> MetricSource:
+        spec = policy.spec.analysis.source
+        if spec.type == "prometheus":
+            url = spec.prometheus.url
+            if url not in self._prometheus:
+                self._prometheus[url] = self._prometheus_factory(url)
+            return self._prometheus[url]
+        source = self.sources.get(spec.type)
+        if source is None:
+            raise SourceError(f"analysis.source.type {spec.type!r} is not available in this Weir (start it with that source)")
+        return source
+
+    def _judge(self, request: AnalysisRequest):
+        key = (request.rollout, request.step, request.since)
+        judge = self._judges.get(key)
+        if judge is None:
+            analysis = request.policy.spec.analysis
+            judge = make_judge(
+                analysis.judge,
+                slos_from_policy(analysis.slos),
+                alpha=analysis.alpha,
+                n_steps=analysed_steps(request.policy),
+                min_requests=request.min_requests,
+            )
+            # One judge per step window: forget the previous windows of this rollout.
+            for old in [k for k in self._judges if k[0] == request.rollout]:
+                del self._judges[old]
+            self._judges[key] = judge
+        return judge
+
+    async def analyze(self, request: AnalysisRequest) -> Verdict:
+        try:
+            source = self.source_for(request.policy)
+            register = getattr(source, "register", None)
+            if register is not None:  # which clusters form the service (shared thinning)
+                register(request.service, (request.stable_version, request.canary_version))
+            stable = await source.arm_samples(request.service, request.stable_version, request.since)
+            canary = await source.arm_samples(
+                request.service, request.canary_version, request.since, shadow=request.phase == "shadow"
+            )
+            coverage: Coverage = await source.coverage(request.service, request.since)
+        except SourceError as err:
+            return Verdict("inconclusive", f"no evidence: {err}", {"source_error": str(err)})
+        has_judged_slos = bool(slos_from_policy(request.policy.spec.analysis.slos))
+        if has_judged_slos:
+            verdict = await evaluate_async(self._judge(request), stable, canary, canary_share=canary_share(request))
+        else:
+            verdict = Verdict("pass", "no comparative SLOs; custom bounds decide", {})
+        verdict = await self._custom_slos(request, source, verdict)
+        evidence = dict(verdict.evidence)
+        evidence["source"] = {"type": source.name, "complete": coverage.complete, "reasons": coverage.reasons}
+        evidence["canary_share"] = canary_share(request)
+        if verdict.outcome == "pass" and not coverage.complete:
+            return Verdict(
+                "inconclusive",
+                f"would pass, but data may be missing ({'; '.join(coverage.reasons)}): never promote on missing evidence",
+                evidence,
+                verdict.samples_needed,
+            )
+        return Verdict(verdict.outcome, verdict.reason, evidence, verdict.samples_needed)
+
+    async def _custom_slos(self, request: AnalysisRequest, source: MetricSource, verdict: Verdict) -> Verdict:
+        """Absolute bounds on Prometheus queries (only with the prometheus source)."""
+        custom = [s for s in request.policy.spec.analysis.slos if s.metric == "custom"]
+        if not custom or verdict.outcome == "fail":
+            return verdict
+        results = []
+        for slo in custom:
+            value = await source.custom(slo.query, request.canary_version)
+            results.append({"query": slo.query, "max": slo.max, "value": value})
+            if value is not None and value > slo.max:
+                evidence = {**verdict.evidence, "custom": results}
+                return Verdict("fail", f"custom SLO exceeded: {slo.query} = {value:g} > {slo.max:g}", evidence)
+            if value is None and verdict.outcome == "pass":
+                evidence = {**verdict.evidence, "custom": results}
+                return Verdict("inconclusive", f"custom SLO query returned no data: {slo.query}", evidence)
+        return Verdict(verdict.outcome, verdict.reason, {**verdict.evidence, "custom": results}, verdict.samples_needed)

@@ -1,0 +1,410 @@
+"""The judges: verdict semantics (nothing promotes on missing evidence), evidence, Kayenta and Flagger compatibility."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from analysis import (
+    ArmSamples,
+    SLO,
+    MannWhitneyJudge,
+    SequentialJudge,
+    ThresholdJudge,
+    Verdict,
+    evaluate_async,
+    make_judge,
+    slos_from_policy,
+)
+from analysis.judges.mann_whitney import binary_mannwhitney, hodges_lehmann, kth_pairwise_difference
+
+SLOS = [SLO("error-rate", 0.005), SLO("latency", 0.10, 0.99), SLO("latency", 0.05, 0.5)]
+
+
+def strict_json(v: Verdict) -> dict:
+    return json.loads(json.dumps(v.to_json(), allow_nan=False))
+
+
+class Stream:
+    """A randomly split request stream; `arms(t)` gives cumulative ArmSamples after t requests."""
+
+    def __init__(self, n, share, seed=0, e_s=0.001, e_c=0.001, shift=0.0, sigma=0.5):
+        rng = np.random.default_rng(seed)
+        self.arm = rng.random(n) < share
+        self.err = rng.random(n) < np.where(self.arm, e_c, e_s)
+        self.lat = np.exp(math.log(100) + sigma * rng.normal(size=n) + shift * self.arm)
+
+    def arms(self, t):
+        a, e, lat = self.arm[:t], self.err[:t], self.lat[:t]
+        s = ArmSamples(int((~a).sum()), int((e & ~a).sum()), lat[~a & ~e])
+        c = ArmSamples(int(a.sum()), int((e & a).sum()), lat[a & ~e])
+        return s, c
+
+
+def run_looks(judge, stream, share, every, until):
+    v = None
+    for t in range(every, until + 1, every):
+        s, c = stream.arms(t)
+        v = judge.evaluate(s, c, canary_share=share)
+        if v.outcome != "inconclusive":
+            return v, t
+    return v, until
+
+
+# ---------------------------------------------------------------------------
+# types
+# ---------------------------------------------------------------------------
+
+
+def test_types_validate_and_parse():
+    assert SLO("latency", 0.1, 0.99).relative is True
+    assert SLO("error-rate", 0.005).relative is False
+    assert SLO("latency", 0.1, 0.99).key == "latency-p99"
+    assert SLO("latency", 0.1, 0.999).key == "latency-p99.9"
+    with pytest.raises(ValueError):
+        SLO("latency", -0.1, 0.5)
+    with pytest.raises(ValueError):
+        SLO("latency", 0.1, 1.5)
+    with pytest.raises(ValueError):
+        ArmSamples(5, 6)
+    got = slos_from_policy(
+        [
+            {"metric": "error-rate", "maxIncrease": "0.5%"},
+            {"metric": "latency", "quantile": 0.99, "maxIncrease": "10%"},
+            {"metric": "custom", "query": "x", "max": 1},
+        ]
+    )
+    assert got == [SLO("error-rate", 0.005), SLO("latency", 0.1, 0.99)]
+
+
+def test_make_judge_kinds_and_errors():
+    assert isinstance(make_judge("sequential", SLOS, alpha=0.05), SequentialJudge)
+    assert isinstance(make_judge("mann-whitney", SLOS, alpha=0.05), MannWhitneyJudge)
+    assert isinstance(make_judge("threshold", SLOS, alpha=0.05), ThresholdJudge)
+    with pytest.raises(ValueError, match="unknown judge"):
+        make_judge("bayesian", SLOS, alpha=0.05)
+    with pytest.raises(ValueError, match="alpha"):
+        make_judge("sequential", SLOS, alpha=1.5)
+    with pytest.raises(ValueError, match="at least one SLO"):
+        make_judge("sequential", [], alpha=0.05)
+    j = make_judge("sequential", SLOS, alpha=0.05)
+    with pytest.raises(ValueError, match="canary_share"):
+        j.evaluate(ArmSamples(), ArmSamples(), canary_share=10)
+
+
+# ---------------------------------------------------------------------------
+# sequential judge
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sequential", "mann-whitney", "threshold"])
+def test_no_data_is_inconclusive_never_pass(kind):
+    j = make_judge(kind, SLOS, alpha=0.05, min_requests=100)
+    v = j.evaluate(ArmSamples(), ArmSamples(), canary_share=0.1)
+    assert v.outcome == "inconclusive"
+    assert "no canary requests" in v.reason
+    strict_json(v)
+    # stable only, canary silent
+    v = j.evaluate(ArmSamples(1000, 1, np.full(999, 100.0)), ArmSamples(), canary_share=0.1)
+    assert v.outcome == "inconclusive"
+
+
+def test_sequential_below_min_requests_never_passes():
+    # generous margins so that every SLO passes quickly, but min_requests is high
+    slos = [SLO("error-rate", 0.05), SLO("latency", 1.0, 0.5)]
+    j = make_judge("sequential", slos, alpha=0.05, min_requests=5000)
+    st_ = Stream(60000, 0.1, seed=1)
+    for t in range(2000, 60001, 2000):
+        s, c = st_.arms(t)
+        v = j.evaluate(s, c, canary_share=0.1)
+        if c.requests < 5000:
+            assert v.outcome == "inconclusive", (t, v.reason)
+            assert "every SLO is within its margin, but only" in v.reason or t < 4000
+        else:
+            break
+    assert v.outcome == "pass"
+    assert c.requests >= 5000
+
+
+def test_sequential_reason_for_min_requests():
+    j = make_judge("sequential", SLOS, alpha=0.05, min_requests=500)
+    s, c = Stream(1000, 0.1, seed=2).arms(1000)
+    v = j.evaluate(s, c, canary_share=0.1)
+    assert v.outcome == "inconclusive"
+    assert f"only {c.requests} of the 500 canary requests" in v.reason
+    assert v.samples_needed is not None and v.samples_needed >= 500 - c.requests
+
+
+def test_sequential_fails_clear_latency_regression_with_evidence():
+    j = make_judge("sequential", SLOS, alpha=0.05, min_requests=500)
+    v, t = run_looks(j, Stream(20000, 0.1, seed=3, shift=math.log(1.3)), 0.1, 100, 20000)
+    assert v.outcome == "fail"
+    assert "latency is higher than stable's by more than" in v.reason
+    assert "e-value" in v.reason and "1/alpha 60" in v.reason
+    ev = strict_json(v)["evidence"]
+    assert ev["alpha_per_test"] == pytest.approx(0.05 / 3)
+    failing = [s for s in ev["slos"] if s["outcome"] == "fail"]
+    assert failing
+    f = failing[0]
+    for key in ("counts", "estimate", "interval", "e_value_fail", "statistic", "alpha_spent", "samples_needed"):
+        assert key in f
+    assert f["e_value_fail"] >= 60
+    assert v.samples_needed is None
+    # sticky: a later look keeps the decision
+    s, c = Stream(20000, 0.1, seed=3, shift=math.log(1.3)).arms(min(t + 100, 20000))
+    assert j.evaluate(s, c, canary_share=0.1).outcome == "fail"
+
+
+def test_sequential_fails_error_regression():
+    j = make_judge("sequential", [SLO("error-rate", 0.0)], alpha=0.05)
+    v, _ = run_looks(j, Stream(200000, 0.1, seed=4, e_c=0.02), 0.1, 2000, 200000)
+    assert v.outcome == "fail"
+    assert v.reason.startswith("canary error rate is higher than stable's (")
+    e = v.evidence["slos"][0]
+    assert e["interval"]["lower"] > 0
+
+
+def test_sequential_passes_equal_canary_with_margins():
+    j = make_judge("sequential", SLOS, alpha=0.05, min_requests=500)
+    v, t = run_looks(j, Stream(300000, 0.1, seed=5), 0.1, 5000, 300000)
+    assert v.outcome == "pass", v.reason
+    assert "within the margin on all 3 SLOs" in v.reason
+    assert all(s["interval"]["upper"] is not None for s in v.evidence["slos"])
+    strict_json(v)
+
+
+def test_sequential_zero_margin_equal_canary_stays_inconclusive():
+    j = make_judge("sequential", [SLO("latency", 0.0, 0.5)], alpha=0.05)
+    v, _ = run_looks(j, Stream(20000, 0.1, seed=6), 0.1, 2000, 20000)
+    assert v.outcome == "inconclusive"
+    assert "demonstrably better" in v.reason or "not enough evidence" in v.reason
+
+
+def test_sequential_alpha_split_across_steps():
+    j = make_judge("sequential", SLOS, alpha=0.06, n_steps=4)
+    assert j.alpha_test == pytest.approx(0.06 / 12)
+    v = j.evaluate(*Stream(2000, 0.1).arms(2000), canary_share=0.1)
+    assert v.evidence["alpha_per_test"] == pytest.approx(0.005)
+    assert "n_slos * n_steps" in v.evidence["alpha_rule"]
+
+
+def test_sequential_sample_ratio_mismatch_blocks():
+    j = make_judge("sequential", [SLO("error-rate", 0.005), SLO("latency", 0.1, 0.99)], alpha=0.05)
+    s, c = Stream(50000, 0.15, seed=7).arms(50000)  # routed 15%, configured 10%
+    v = j.evaluate(s, c, canary_share=0.1)
+    assert v.outcome == "inconclusive"
+    assert "sample ratio mismatch" in v.reason
+    assert v.evidence["srm"]["mismatch"] is True
+
+
+def test_sequential_resets_on_new_step_and_restores_state():
+    j = make_judge("sequential", SLOS, alpha=0.05)
+    stream = Stream(30000, 0.1, seed=8)
+    for t in (2000, 4000, 6000):
+        j.evaluate(*stream.arms(t), canary_share=0.1)
+    saved = json.loads(json.dumps(j.state()))
+    # restore into a new instance: same verdict at the next look as the original
+    k = make_judge("sequential", SLOS, alpha=0.05)
+    k.load_state(saved)
+    v1 = j.evaluate(*stream.arms(8000), canary_share=0.1)
+    v2 = k.evaluate(*stream.arms(8000), canary_share=0.1)
+    assert v1.evidence["slos"][1]["counts"] == v2.evidence["slos"][1]["counts"]
+    # a new share (next step) starts from scratch
+    v3 = j.evaluate(*Stream(3000, 0.25, seed=9).arms(3000), canary_share=0.25)
+    assert v3.evidence["looks"] == 1
+
+
+def test_sequential_all_errors_and_tiny_samples_are_json_safe():
+    j = make_judge("sequential", SLOS, alpha=0.05)
+    v = j.evaluate(ArmSamples(10, 10, []), ArmSamples(3, 3, []), canary_share=0.2)
+    strict_json(v)
+    v = j.evaluate(ArmSamples(12, 10, [5.0, 0.0]), ArmSamples(4, 3, [1e9]), canary_share=0.2)
+    strict_json(v)
+    assert v.outcome in ("inconclusive", "fail")
+
+
+def test_sequential_false_rollback_rate_over_many_looks():
+    """End to end through the judge object: equal canary, 3 SLOs, a look every 200 requests."""
+    fails = 0
+    reps = 40
+    for r in range(reps):
+        j = make_judge("sequential", SLOS, alpha=0.05)
+        v, _ = run_looks(j, Stream(12000, 0.1, seed=100 + r), 0.1, 200, 12000)
+        fails += v.outcome == "fail"
+    assert fails <= 5  # alpha = 0.05: expect ~1; 5 of 40 would be far out (binomial tail < 1%)
+
+
+# ---------------------------------------------------------------------------
+# Mann-Whitney (Kayenta-compatible)
+# ---------------------------------------------------------------------------
+
+RNG = np.random.default_rng(2024)
+C_FIXED = np.round(RNG.lognormal(4.7, 0.5, 37), 1)
+S_FIXED = np.round(RNG.lognormal(4.6, 0.5, 53), 1)
+
+
+def test_hodges_lehmann_and_interval_match_brute_force():
+    d = np.sort((C_FIXED[:, None] - S_FIXED[None, :]).ravel())
+    hl = hodges_lehmann(C_FIXED, S_FIXED, 0.98)
+    assert hl["estimate"] == pytest.approx(np.median(d))
+    k = hl["rank_k"]
+    assert hl["lower"] == d[k - 1]
+    assert hl["upper"] == d[d.size - k]
+    # the rank k is the normal-approximation quantile of U
+    nm = C_FIXED.size * S_FIXED.size
+    z = stats.norm.ppf(0.99)
+    assert k == math.floor(nm / 2 - z * math.sqrt(nm * (C_FIXED.size + S_FIXED.size + 1) / 12))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=25),
+    st.lists(st.integers(0, 30), min_size=1, max_size=25),
+    st.data(),
+)
+def test_kth_pairwise_difference_with_ties(c, s, data):
+    c, s = np.array(c, float), np.array(s, float)
+    d = np.sort((c[:, None] - s[None, :]).ravel())
+    k = data.draw(st.integers(1, d.size))
+    assert kth_pairwise_difference(c, s, k) == d[k - 1]
+
+
+def test_mann_whitney_judge_matches_scipy():
+    j = make_judge("mann-whitney", [SLO("latency", 0.1, 0.5)], alpha=0.05)
+    c = ArmSamples(C_FIXED.size, 0, C_FIXED)
+    s = ArmSamples(S_FIXED.size, 0, S_FIXED)
+    v = j.evaluate(s, c, canary_share=0.4)
+    ref = stats.mannwhitneyu(C_FIXED, S_FIXED, alternative="two-sided")
+    e = v.evidence["slos"][0]
+    assert e["statistic"] == pytest.approx(ref.statistic)
+    assert e["p_value"] == pytest.approx(ref.pvalue)
+    strict_json(v)
+
+
+def test_binary_mann_whitney_matches_scipy_on_expanded_data():
+    for xc, nc, xs, ns in [(3, 40, 1, 200), (0, 10, 2, 30), (12, 500, 30, 4000)]:
+        c = np.r_[np.ones(xc), np.zeros(nc - xc)]
+        s = np.r_[np.ones(xs), np.zeros(ns - xs)]
+        ref = stats.mannwhitneyu(c, s, alternative="two-sided", method="asymptotic")
+        got = binary_mannwhitney(xc, nc, xs, ns)
+        assert got["U"] == pytest.approx(ref.statistic)
+        assert got["p_value"] == pytest.approx(ref.pvalue)
+        assert got["estimate"] == pytest.approx(xc / nc - xs / ns)
+
+
+def test_mann_whitney_classifies_regression_and_passes_equal():
+    j = make_judge("mann-whitney", SLOS, alpha=0.05, min_requests=200)
+    s, c = Stream(20000, 0.1, seed=11, shift=math.log(1.5)).arms(20000)
+    v = j.evaluate(s, c, canary_share=0.1)
+    assert v.outcome == "fail"
+    assert "Mann-Whitney" in v.reason
+    s, c = Stream(20000, 0.1, seed=12).arms(20000)
+    v = j.evaluate(s, c, canary_share=0.1)
+    assert v.outcome == "pass", v.reason
+    s, c = Stream(1000, 0.1, seed=12).arms(1000)
+    assert j.evaluate(s, c, canary_share=0.1).outcome == "inconclusive"  # below min_requests
+    strict_json(v)
+
+
+def test_mann_whitney_effect_size_check_blocks_tiny_shifts():
+    # a significant shift that stays under the SLO's margin is not High
+    j = make_judge("mann-whitney", [SLO("latency", 0.2, 0.5)], alpha=0.05)
+    s, c = Stream(200000, 0.5, seed=13, shift=math.log(1.05)).arms(200000)
+    v = j.evaluate(s, c, canary_share=0.5)
+    e = v.evidence["slos"][0]
+    assert e["p_value"] < 1e-6 and e["classification"] == "Pass"
+
+
+# ---------------------------------------------------------------------------
+# threshold (Flagger-compatible)
+# ---------------------------------------------------------------------------
+
+
+def _interval(prev_s, prev_c, n_s, n_c, lat_s, lat_c, err_s=0, err_c=0):
+    s = ArmSamples(prev_s.requests + n_s, prev_s.errors + err_s, np.r_[prev_s.latencies_ms, lat_s])
+    c = ArmSamples(prev_c.requests + n_c, prev_c.errors + err_c, np.r_[prev_c.latencies_ms, lat_c])
+    return s, c
+
+
+def test_threshold_counts_failed_checks_until_the_limit():
+    j = make_judge("threshold", [SLO("latency", 0.1, 0.99)], alpha=0.05, failed_check_limit=3, iterations=5,
+                   thresholds={"latency-p99": 500.0})
+    s, c = ArmSamples(), ArmSamples()
+    outcomes = []
+    pattern = [100.0, 900.0, 100.0, 900.0, 900.0]  # canary latency per interval
+    for lat in pattern:
+        s, c = _interval(s, c, 10, 10, np.full(10, 100.0), np.full(10, lat))
+        v = j.evaluate(s, c, canary_share=0.5)
+        outcomes.append((v.outcome, v.evidence["failed_checks"]))
+    assert outcomes == [("inconclusive", 0), ("inconclusive", 1), ("inconclusive", 1), ("inconclusive", 2), ("fail", 3)]
+    assert "3 failed checks reached the limit of 3" in v.reason
+    strict_json(v)
+
+
+def test_threshold_passes_after_iterations_and_no_data_fails_a_check():
+    j = make_judge("threshold", [SLO("error-rate", 0.01)], alpha=0.05, failed_check_limit=2, iterations=3, min_requests=25)
+    s, c = ArmSamples(), ArmSamples()
+    s, c = _interval(s, c, 100, 0, np.full(100, 1.0), [])  # no canary data: a failed check
+    v = j.evaluate(s, c, canary_share=0.1)
+    assert v.evidence["interval"]["checks"][0]["status"] == "no data"
+    assert v.evidence["failed_checks"] == 1
+    for _ in range(3):
+        s, c = _interval(s, c, 90, 10, np.full(90, 1.0), np.full(10, 1.0))
+        v = j.evaluate(s, c, canary_share=0.1)
+    assert v.outcome == "pass"  # 3 good intervals, 30 canary requests >= 25
+
+
+def test_threshold_relative_to_stable_when_no_absolute_threshold():
+    j = make_judge("threshold", [SLO("error-rate", 0.0)], alpha=0.05, failed_check_limit=1)
+    s, c = _interval(ArmSamples(), ArmSamples(), 1000, 100, np.full(999, 1.0), np.full(99, 1.0), err_s=1, err_c=1)
+    v = j.evaluate(s, c, canary_share=0.1)
+    assert v.outcome == "fail"  # 1% > 0.1%: one error in a small interval is enough
+    assert v.evidence["interval"]["checks"][0]["threshold_source"] == "stable x (1 + margin)"
+
+
+# ---------------------------------------------------------------------------
+# asyncio
+# ---------------------------------------------------------------------------
+
+
+class _RecordingJudge:
+    def __init__(self, work):
+        self.work = work
+        self.thread = None
+        self.lock = threading.Lock()
+
+    def work_estimate(self, stable, canary):
+        return self.work
+
+    def evaluate(self, stable, canary, *, canary_share):
+        self.thread = threading.current_thread()
+        return Verdict("inconclusive", "recorded")
+
+
+async def test_evaluate_async_offloads_large_work():
+    small, large = _RecordingJudge(10), _RecordingJudge(10**8)
+    await evaluate_async(small, ArmSamples(), ArmSamples(), canary_share=0.1)
+    await evaluate_async(large, ArmSamples(), ArmSamples(), canary_share=0.1)
+    assert small.thread is threading.main_thread()
+    assert large.thread is not threading.main_thread()
+
+
+async def test_evaluate_async_same_verdict_as_sync():
+    s, c = Stream(60000, 0.1, seed=14, shift=math.log(1.2)).arms(60000)
+    j1 = make_judge("mann-whitney", SLOS, alpha=0.05)
+    j2 = make_judge("mann-whitney", SLOS, alpha=0.05)
+    v_async = await evaluate_async(j1, s, c, canary_share=0.1)
+    v_sync = j2.evaluate(s, c, canary_share=0.1)
+    assert v_async.to_json() == v_sync.to_json()
+    j3 = make_judge("sequential", SLOS, alpha=0.05)
+    v = await evaluate_async(j3, s, c, canary_share=0.1)
+    assert v.outcome == "fail"
+    assert await asyncio.wait_for(evaluate_async(j3, s, c, canary_share=0.1), 5)
