@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo protos bench clean
+.PHONY: venv sysdeps test demo protos bench clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,18 @@ $(STAMP): pyproject.toml
 protos: venv
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto
 
-test: venv
+# System services the end-to-end tests run for real (Prometheus, from Debian).
+# As root it installs what is missing; otherwise the tests that need it say so
+# (and fail under CI=true).
+sysdeps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing prometheus (Debian package)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "note: prometheus is not installed and this is not root: its tests will skip (fail under CI=true)"; fi; }
+
+test: venv sysdeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: venv
