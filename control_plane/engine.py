@@ -185,9 +185,8 @@ class Engine:
         async with self._lock:
             rollout = await self.store.get(name)
             decision = self.machine(rollout).act(rollout, action, self.clock(), weight=weight)
-            if actor:
-                for event in decision.events:
-                    event.reason = f"{event.reason} (by {actor})"
+            for event in decision.events:
+                event.reason = f"{event.reason} (by {actor or 'an operator'})"
             if action == "retry":
                 self.latest_verdicts.pop(name, None)
             if decision.changed:

@@ -243,7 +243,7 @@ class RolloutMachine:
                 return Decision(rollout, changed=False)
             if phase not in (Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.HOLDING):
                 raise InvalidAction(action, phase, "only a pending, shadowing, progressing or holding rollout can pause")
-            return self._decide(rollout, now, "action", "paused by operator", phase=Phase.PAUSED)
+            return self._decide(rollout, now, "action", "paused", phase=Phase.PAUSED)
         if action == "resume":
             if phase in (Phase.PROGRESSING, Phase.SHADOWING, Phase.PENDING):
                 return Decision(rollout, changed=False)
@@ -270,7 +270,7 @@ class RolloutMachine:
             if rollout.gate == GATE_PROMOTION and phase is Phase.PROGRESSING:
                 return Decision(rollout, changed=False)
             decision = self._decide(
-                rollout, now, "action", "promote requested by operator: asking confirm-promotion before going to 100%",
+                rollout, now, "action", "promote requested: asking confirm-promotion before going to 100%",
                 phase=Phase.PROGRESSING, gate=GATE_PROMOTION,
             )
             decision.gate = GATE_PROMOTION
@@ -280,7 +280,7 @@ class RolloutMachine:
                 return Decision(rollout, changed=False)
             if phase not in ACTIVE:
                 raise InvalidAction(action, phase, "only an active rollout can be aborted")
-            return self._rollback(rollout, now, "aborted by operator: rolling back", None)
+            return self._rollback(rollout, now, "aborted: rolling back", None)
         if action == "retry":
             if phase not in (Phase.ROLLED_BACK, Phase.FAILED):
                 raise InvalidAction(action, phase, "only a rolled-back or failed rollout can be retried")
@@ -297,7 +297,7 @@ class RolloutMachine:
             if rollout.weight == weight and rollout.weight_override == weight:
                 return Decision(rollout, changed=False)
             return self._decide(
-                rollout, now, "action", f"weight set to {weight}% by operator (analysis restarts)",
+                rollout, now, "action", f"weight set to {weight}% (analysis restarts)",
                 weight=weight, weight_override=weight, step_started_at=now,
             )
         raise ValueError(f"unknown action {action!r}; expected one of pause, resume, promote, abort, retry, set-weight")
