@@ -75,10 +75,6 @@ async def run(args) -> dict:
                     self.converged_at = time.perf_counter()
             super().set_converged(proxy, version)
 
-        def __bool__(self) -> bool:
-            # xds/server.py does `registry or StatusRegistry()`; an empty registry is falsy
-            # (StatusRegistry defines __len__) and would be silently replaced.
-            return True
 
     raise_fd_limit()
     service_port = free_port()

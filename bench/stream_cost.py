@@ -25,7 +25,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--proxies", type=int, default=1000)
     p.add_argument("--delta", action="store_true")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--services", type=int, default=1)
     p.add_argument("--gc", choices=("on", "off"), default="on", help="off: gc.disable() while timing")
     args = p.parse_args()
@@ -91,6 +91,9 @@ def main() -> None:
         "protocol": "delta" if args.delta else "sotw",
         "push_us_per_proxy": round(median(push_us), 1),
         "ack_us_per_proxy": round(median(ack_us), 1),
+        "push_us_min": round(min(push_us), 1),
+        "ack_us_min": round(min(ack_us), 1),
+        "services": args.services,
         "repeats": args.repeats,
         "gc": args.gc,
     })

@@ -731,10 +731,6 @@ async def server_main(args) -> None:
 
         disconnects = 0
 
-        def __bool__(self) -> bool:
-            # Work around xds/server.py: `registry or StatusRegistry()` drops an
-            # empty registry (StatusRegistry defines __len__, so it is falsy).
-            return True
 
     raise_fd_limit()
     loop = asyncio.get_running_loop()

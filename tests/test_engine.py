@@ -204,3 +204,32 @@ async def test_restart_resumes_same_step_without_reapplying(make_engine, tmp_pat
     assert [e for e in events if e.kind == "step"] == steps_before
     await ticks(engine2, 3)
     assert (await engine2.get("echo")).weight == 50
+
+
+async def test_analysis_waits_until_every_proxy_acked_the_step(make_engine):
+    """A proxy that has not ACKed the step's routing holds the analysis (samples would be mixed)."""
+    from tests.test_streams import SotwClient
+    from xds.snapshot import CLUSTER, ENDPOINT, LISTENER
+    from xds.streams import SotwStream
+
+    engine = await make_engine(("pass",))
+    proxy = SotwClient(SotwStream(engine.cache, engine.registry))
+    for type_url in (CLUSTER, LISTENER):
+        for resp in proxy.request(type_url):
+            proxy.ack(resp)
+    await engine.submit(policy())
+    await ticks(engine, 3)
+    rollout = await engine.get("echo")
+    assert rollout.phase is Phase.PROGRESSING and rollout.converged_at is None
+    assert engine.analyzer.calls == []
+    # The proxy fetches and ACKs everything of the step: now samples count.
+    names = {ENDPOINT: ["echo-v1", "echo-v2"], ROUTE: ["weir_route_10000"]}
+    pending = proxy.drain() + proxy.request(ENDPOINT, names[ENDPOINT]) + proxy.request(ROUTE, names[ROUTE])
+    while pending:
+        resp = pending.pop(0)
+        pending += proxy.ack(resp, names.get(resp.type_url, []))
+    assert engine.registry.proxies()[0].converged_version is not None
+    await ticks(engine, 2)
+    rollout = await engine.get("echo")
+    assert engine.analyzer.calls and rollout.weight == 50  # step 1 judged, step 2 routed...
+    assert rollout.converged_at is None  # ...and its analysis waits for this proxy again

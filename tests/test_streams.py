@@ -331,3 +331,28 @@ def test_groups_by_node_cluster_with_default_fallback(env):
     (cds2,) = client.drain()
     assert resource_names(cds2) == ["a", "z"]  # a retained until routes moved
     assert registry.proxies()[0].group == "gw"
+
+
+def test_server_uses_the_registry_it_is_given():
+    """An empty registry is falsy (it has __len__): it must still be the one the server uses."""
+    from xds.server import XdsServer
+
+    cache, registry = SnapshotCache(), StatusRegistry()
+    server = XdsServer(cache, registry)
+    assert server.registry is registry and server.cache is cache
+
+
+def test_disconnected_proxy_history_does_not_keep_streams_alive(env):
+    import gc
+    import weakref
+
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    client = connect_sotw(cache, registry, eds_names=("a",))
+    ref = weakref.ref(client.stream)
+    client.stream.close()
+    status = registry.disconnected[-1]
+    del client
+    gc.collect()
+    assert ref() is None
+    assert status.to_json()["acked"]["cds"] == {"a": cache.snapshot("*").resources[CLUSTER]["a"].version}

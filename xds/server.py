@@ -137,8 +137,9 @@ class XdsServer:
         registry: StatusRegistry | None = None,
         extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
     ):
-        self.cache = cache or SnapshotCache()
-        self.registry = registry or StatusRegistry()
+        # `is None`, not `or`: an empty StatusRegistry is falsy (it has __len__).
+        self.cache = cache if cache is not None else SnapshotCache()
+        self.registry = registry if registry is not None else StatusRegistry()
         self.ads = AggregatedDiscoveryService(self.cache, self.registry)
         self._extra = list(extra_handlers)
         self._server: grpc.aio.Server | None = None

@@ -90,6 +90,10 @@ class AdsStream:
     def close(self) -> None:
         self.cache.unwatch(self)
         if self.status is not None:
+            # Keep what was ACKed, not the stream: the registry's history of
+            # disconnected proxies must not hold streams and snapshots alive.
+            final = self.acked_versions()
+            self.status.acked_versions = lambda: final
             self.registry.disconnect(self.status)
 
     def snapshot_changed(self, group: str, snapshot: Snapshot) -> None:
