@@ -30,6 +30,21 @@ class SnapshotCache:
         self._id_rules = list(id_rules)
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: set[Watcher] = set()
+        self._names: dict[frozenset[str], frozenset[str]] = {}
+
+    def intern_names(self, names: frozenset[str]) -> frozenset[str]:
+        """One shared object per distinct subscription.
+
+        Thousands of proxies subscribe to the same EDS/RDS names: sharing the
+        set saves memory per proxy, and lets view lookups at push time match by
+        identity instead of comparing every name.
+        """
+        shared = self._names.get(names)
+        if shared is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            shared = self._names[names] = names
+        return shared
 
     # -- grouping --------------------------------------------------------------
     def group_of(self, node_id: str, node_cluster: str) -> str:
