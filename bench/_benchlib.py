@@ -5,9 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import resource
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -16,6 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from control_plane.devstack import free_port  # noqa: E402,F401  (re-exported for the benches)
+from xds.server import raise_fd_limit  # noqa: E402,F401
 
 GROUP = "bench"  # node cluster of every simulated proxy = its snapshot group
 
@@ -30,18 +31,6 @@ def emit(obj) -> None:
     sys.stdout.flush()
 
 
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft
-    return hard
-
-
 def die_with_parent() -> None:
     """preexec_fn for children: SIGTERM when the benchmark process dies (Linux)."""
     try:
@@ -49,12 +38,6 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kb(pid: int | str = "self") -> int:

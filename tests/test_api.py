@@ -14,6 +14,7 @@ from control_plane.auth import TokenAuth, TokenFileError, hash_token, parse_toke
 from control_plane.engine import Engine
 from control_plane.metrics import Metrics
 from control_plane.store import SQLiteStore
+from tests.test_engine import Clock
 from xds.cache import SnapshotCache
 from xds.snapshot import ROUTE
 from xds.status import NackRecord, ProxyStatus, StatusRegistry
@@ -41,14 +42,6 @@ def policy_yaml(name="echo", service="echo", steps=(10, 50, 100), domains=("*",)
     data["spec"]["service"]["domains"] = list(domains)
     data["spec"]["strategy"]["canary"]["steps"] = [{"weight": s, "minRequests": 10} for s in steps]
     return yaml.safe_dump(data, sort_keys=False)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
