@@ -34,7 +34,7 @@ test: venv sysdeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: venv
-	$(BIN)/python -m control_plane.demo
+	$(BIN)/python -m devtools.demo
 
 bench: venv
 	$(BIN)/python bench/envoy_push.py

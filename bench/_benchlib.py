@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from control_plane.devstack import free_port  # noqa: E402,F401  (re-exported for the benches)
+from devtools.devstack import free_port  # noqa: E402,F401  (re-exported for the benches)
 from xds.server import raise_fd_limit  # noqa: E402,F401
 
 GROUP = "bench"  # node cluster of every simulated proxy = its snapshot group

@@ -8,11 +8,11 @@ import httpx
 import pytest
 import yaml
 
-from control_plane.analyzer import ScriptedAnalyzer
-from control_plane.api import create_app
-from control_plane.auth import TokenAuth, TokenFileError, hash_token, parse_tokens
-from control_plane.engine import Engine
-from control_plane.metrics import Metrics
+from analysis.analyzer import ScriptedAnalyzer
+from control_plane.api.app import create_app
+from control_plane.api.auth import TokenAuth, TokenFileError, hash_token, parse_tokens
+from control_plane.rollouts.engine import Engine
+from control_plane.api.metrics import Metrics
 from control_plane.store import SQLiteStore
 from tests.test_engine import Clock
 from xds.cache import SnapshotCache
@@ -434,7 +434,7 @@ async def test_metrics_exposition(make_api):
 
 
 def test_metrics_escape_label_values():
-    from control_plane.model import Rollout
+    from control_plane.rollouts.model import Rollout
 
     r = Rollout(name='we"ird\\name', service="s", group="*", policy={}, policy_hash="h", stable_version="v1",
                 canary_version="v2")

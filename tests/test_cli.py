@@ -14,10 +14,10 @@ import uvicorn
 import yaml
 
 from control_plane import cli
-from control_plane.analyzer import ScriptedAnalyzer
-from control_plane.api import create_app
-from control_plane.auth import TokenAuth, hash_token
-from control_plane.engine import Engine
+from analysis.analyzer import ScriptedAnalyzer
+from control_plane.api.app import create_app
+from control_plane.api.auth import TokenAuth, hash_token
+from control_plane.rollouts.engine import Engine
 from control_plane.store import SQLiteStore
 from xds.cache import SnapshotCache
 from xds.status import StatusRegistry
@@ -334,7 +334,7 @@ def test_serve_parses_arguments_and_calls_serve_main(monkeypatch):
         seen["args"] = args
         return 7
 
-    monkeypatch.setitem(sys.modules, "control_plane.serve", types.SimpleNamespace(main=fake_main))
+    monkeypatch.setitem(sys.modules, "control_plane.cli.serve", types.SimpleNamespace(main=fake_main))
     assert cli.main(["serve"]) == 7
     args = seen["args"]
     assert (args.api_host, args.api_port, args.xds_host, args.xds_port) == ("127.0.0.1", 8080, "127.0.0.1", 18000)

@@ -7,11 +7,11 @@ import copy
 import pytest
 import yaml
 
-from control_plane.analyzer import ScriptedAnalyzer
-from control_plane.engine import Engine
-from control_plane.model import InvalidAction, Phase, RolloutConflict
+from analysis.analyzer import ScriptedAnalyzer
+from control_plane.rollouts.engine import Engine
+from control_plane.rollouts.model import InvalidAction, Phase, RolloutConflict
 from control_plane.store import SQLiteStore
-from control_plane.webhooks import HookResult
+from control_plane.rollouts.webhooks import HookResult
 from policies import RolloutPolicy
 from xds.cache import SnapshotCache
 from xds.snapshot import ROUTE

@@ -13,8 +13,8 @@ import yaml
 
 from analysis.samples import ArmSamples
 from analysis.sources import Coverage, SourceError
-from control_plane.analyzer import AnalysisRequest
-from control_plane.evidence import SourceAnalyzer, analysed_steps, canary_share
+from analysis.analyzer import AnalysisRequest
+from analysis.source_analyzer import SourceAnalyzer, analysed_steps, canary_share
 from policies import RolloutPolicy
 
 BASE = yaml.safe_load(open("policies/examples/minimal.yaml"))

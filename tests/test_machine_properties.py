@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from control_plane.analyzer import SimpleVerdict
-from control_plane.machine import GATE_PROMOTION, RolloutMachine
-from control_plane.model import ACTIONS, InvalidAction, Phase, Rollout
+from analysis.analyzer import SimpleVerdict
+from control_plane.rollouts.machine import GATE_PROMOTION, RolloutMachine
+from control_plane.rollouts.model import ACTIONS, InvalidAction, Phase, Rollout
 from policies import RolloutPolicy
 
 BASE = yaml.safe_load(open("policies/examples/minimal.yaml"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from control_plane.devstack import envoy_binary
+from devtools.devstack import envoy_binary
 from policies import load_policy
 from tests.conftest import require
 from xds.bootstrap import render_bootstrap

@@ -9,11 +9,11 @@ import logging
 import pytest
 import yaml
 
-from control_plane.analyzer import ScriptedAnalyzer
-from control_plane.engine import Engine
-from control_plane.model import Phase
-from control_plane.core import build_analyzer
-from control_plane.serve import PolicyDirectory, is_loopback, serve
+from analysis.analyzer import ScriptedAnalyzer
+from control_plane.rollouts.engine import Engine
+from control_plane.rollouts.model import Phase
+from control_plane.assembly import build_analyzer
+from control_plane.cli.serve import PolicyDirectory, is_loopback, serve
 from control_plane.store import SQLiteStore
 from xds.cache import SnapshotCache
 from xds.status import StatusRegistry

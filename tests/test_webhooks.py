@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from control_plane.devstack import free_port
-from control_plane.webhooks import WebhookClient
+from devtools.devstack import free_port
+from control_plane.rollouts.webhooks import WebhookClient
 
 
 class Hook:

@@ -1,8 +1,8 @@
-"""End-to-end test helpers; the processes themselves live in control_plane.devstack."""
+"""End-to-end test helpers; the processes themselves live in devtools.devstack."""
 
 from __future__ import annotations
 
-from control_plane.devstack import Backend, EnvoyProcess, envoy_binary, free_port
+from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port
 
 __all__ = ["Backend", "EnvoyProcess", "binomial_interval", "envoy_binary", "free_port"]
 

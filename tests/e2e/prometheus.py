@@ -20,7 +20,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from control_plane.devstack import LocalProcess, free_port
+from devtools.devstack import LocalProcess, free_port
 
 _install_attempted = False
 

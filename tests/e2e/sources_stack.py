@@ -17,7 +17,7 @@ import copy
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
 from analysis.sources.access_log import AccessLogSource
-from control_plane.devstack import Backend, EnvoyProcess, envoy_binary, free_port, send_requests
+from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port, send_requests
 from tests.conftest import require
 from xds.bootstrap import CONTROL_PLANE_CLUSTER, render_bootstrap
 from xds.cache import SnapshotCache

@@ -14,9 +14,9 @@ import threading
 import pytest
 import yaml
 
-from control_plane.core import start_control_plane
-from control_plane.devstack import Backend, EnvoyProcess, envoy_binary, free_port, send_requests
-from control_plane.model import Phase
+from control_plane.assembly import start_control_plane
+from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port, send_requests
+from control_plane.rollouts.model import Phase
 from policies import RolloutPolicy
 from tests.conftest import require
 from xds.bootstrap import render_bootstrap

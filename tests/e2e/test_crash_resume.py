@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from control_plane.devstack import free_port
+from devtools.devstack import free_port
 
 pytestmark = pytest.mark.e2e
 

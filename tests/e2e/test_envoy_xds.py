@@ -13,7 +13,7 @@ import json
 import pytest
 
 from tests.conftest import require
-from control_plane.devstack import send_requests
+from devtools.devstack import send_requests
 from tests.e2e.harness import Backend, EnvoyProcess, binomial_interval, envoy_binary, free_port
 from xds.bootstrap import render_bootstrap
 from xds.cache import SnapshotCache

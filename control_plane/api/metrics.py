@@ -25,7 +25,7 @@ import threading
 from collections import Counter
 from typing import Iterable, Mapping
 
-from .model import Event, Phase, Rollout
+from ..rollouts.model import Event, Phase, Rollout
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

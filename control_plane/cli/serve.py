@@ -18,9 +18,9 @@ from pathlib import Path
 from policies import PolicyValidationError, parse_policy, policy_hash
 from xds.routing import RoutingError
 
-from .core import start_control_plane
-from .engine import Engine
-from .model import RolloutConflict, RolloutNotFound
+from ..assembly import start_control_plane
+from ..rollouts.engine import Engine
+from ..rollouts.model import RolloutConflict, RolloutNotFound
 
 log = logging.getLogger("weir.serve")
 
@@ -91,8 +91,8 @@ class PolicyDirectory:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from .api import create_app
-    from .auth import TokenAuth
+    from ..api.app import create_app
+    from ..api.auth import TokenAuth
 
     import uvicorn
 

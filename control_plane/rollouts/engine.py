@@ -3,7 +3,7 @@
 One loop ticks every active rollout: publish its routing, wait until every
 proxy has ACKed it (then samples start to count), ask the analyzer, act on the
 verdict, run webhook gates. Decisions come from the pure
-:class:`~control_plane.machine.RolloutMachine`; the engine's job is ordering
+:class:`~control_plane.rollouts.machine.RolloutMachine`; the engine's job is ordering
 and I/O: it stores a decision (rollout row + events, one transaction) before
 it acts on it, and on start it re-acts on whatever was stored. So ``kill -9``
 at any point resumes at the same step with the same weights, loses no event
@@ -26,18 +26,18 @@ from xds.snapshot import snapshot_from_envoy
 from xds.status import StatusRegistry
 from xds.translate import translate
 
-from .analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
+from analysis.analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
 from .desired import desired_by_group
 from .machine import GATE_PROMOTION, Decision, RolloutMachine
 from .model import Event, Phase, Rollout, RolloutNotFound
-from .store import StaleRollout, Store
+from ..store import StaleRollout, Store
 from .webhooks import WebhookClient
 
 log = logging.getLogger("weir.engine")
 
 
 class EngineObserver(Protocol):
-    """Receives what the engine does, e.g. for /metrics (control_plane.metrics.Metrics)."""
+    """Receives what the engine does, e.g. for /metrics (control_plane.api.metrics.Metrics)."""
 
     def observe_event(self, event: Event) -> None: ...
     def observe_verdict(self, rollout: str, outcome: str) -> None: ...

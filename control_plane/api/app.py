@@ -5,7 +5,7 @@ Every error is an RFC 9457 ``application/problem+json`` document (``type``,
 validation, ``errors: [{path, message, line}]`` with *every* problem found, so
 a client (``weir apply``) can show them all at once.
 
-Authentication (see :mod:`control_plane.auth`) runs before a request body is
+Authentication (see :mod:`control_plane.api.auth`) runs before a request body is
 read or parsed, so an anonymous client learns nothing from error details.
 ``/healthz`` and ``/readyz`` stay open for probes; ``/metrics`` and every
 ``GET /v1`` route need a viewer token; submitting and actions need an
@@ -37,11 +37,11 @@ from xds.routing import RoutingError
 from xds.status import StatusRegistry
 
 from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
-from .engine import Engine
+from ..rollouts.engine import Engine
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .model import InvalidAction, Rollout, RolloutConflict, RolloutNotFound
-from .store import StaleRollout
+from ..rollouts.model import InvalidAction, Rollout, RolloutConflict, RolloutNotFound
+from ..store import StaleRollout
 
 log = logging.getLogger("weir.api")
 

@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from control_plane.core import ControlPlane, start_control_plane
-from control_plane.devstack import Backend, EnvoyProcess, envoy_binary, free_port, send_requests
+from control_plane.assembly import ControlPlane, start_control_plane
+from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port, send_requests
 from policies import RolloutPolicy
 from xds.bootstrap import render_bootstrap
 from xds.routing import parse_routing

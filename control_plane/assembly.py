@@ -17,9 +17,9 @@ from xds.cache import SnapshotCache
 from xds.server import XdsServer
 from xds.status import StatusRegistry
 
-from .analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
-from .engine import Engine
-from .metrics import Metrics
+from analysis.analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
+from .rollouts.engine import Engine
+from .api.metrics import Metrics
 from .store import SQLiteStore
 
 
@@ -31,7 +31,7 @@ def build_analyzer(spec: str | None, access_log=None, envoy_stats=None) -> Analy
     answers from the script instead of from traffic.
     """
     if spec == "sources" or spec is None:
-        from .evidence import SourceAnalyzer
+        from analysis.source_analyzer import SourceAnalyzer
 
         return SourceAnalyzer(access_log=access_log, envoy_stats=envoy_stats)
     if spec == "none":

@@ -4,7 +4,7 @@ Sub-commands are thin: each parses its flags and calls one function that
 does the work, so everything here can also be used from Python.
 
 Commands that talk to a running control plane (apply, get, describe, the
-actions, events, proxies) use :class:`control_plane.client.WeirClient`:
+actions, events, proxies) use :class:`control_plane.cli.client.WeirClient`:
 ``--server`` (default ``$WEIR_SERVER`` or http://127.0.0.1:8080) and
 ``--token`` (default ``$WEIR_TOKEN``). They exit 0 on success and 1 on any
 error, printed to stderr with every validation problem on its own line.
@@ -78,7 +78,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from control_plane.serve import main as serve_main  # lazily: pulls in grpc, uvicorn, the engine
+    from .serve import main as serve_main  # lazily: pulls in grpc, uvicorn, the engine
 
     return serve_main(args)
 
@@ -87,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokens_hash(args: argparse.Namespace) -> int:
-    from .auth import hash_token
+    from ..api.auth import hash_token
 
     token = args.token
     if token is None:
@@ -102,7 +102,7 @@ def _cmd_tokens_hash(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokens_new(args: argparse.Namespace) -> int:
-    from .auth import generate_token, hash_token
+    from ..api.auth import generate_token, hash_token
 
     token = generate_token()
     print(f"# token for {args.name} ({args.role}); shown only now, hand it over privately:")
@@ -113,7 +113,7 @@ def _cmd_tokens_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokens_check(args: argparse.Namespace) -> int:
-    from .auth import TokenAuth, TokenFileError
+    from ..api.auth import TokenAuth, TokenFileError
 
     try:
         auth = TokenAuth.from_file(args.file)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from .model import ACTIVE, Event, Rollout, RolloutConflict, RolloutNotFound
+from ..rollouts.model import ACTIVE, Event, Rollout, RolloutConflict, RolloutNotFound
 
 
 class StaleRollout(Exception):
