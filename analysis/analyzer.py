@@ -15,7 +15,18 @@ from policies import RolloutPolicy
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    """Which traffic to judge: one rollout step, counted from `since` (its convergence)."""
+    """Which traffic to judge: one rollout step, counted from `since` (its convergence).
+
+    A step's samples may come in several *segments* (``segment`` changes when
+    the control plane restarted, an operator resumed a held step or set the
+    weight): each segment's samples are counted from its own ``since``, and
+    the step's judge continues across them. ``judge_state`` is the state the
+    engine stored for this step (``None`` before its first look), and
+    ``previous_state`` that of the step analysed before it, so a judge that
+    watches for harm across the whole rollout can continue from it. ``run``
+    changes when the analysis must start over (a new canary, a retry, a
+    changed analysis section).
+    """
 
     rollout: str
     service: str
@@ -30,6 +41,10 @@ class AnalysisRequest:
     since: float  # epoch seconds; samples before this do not count
     min_requests: int
     policy: RolloutPolicy
+    run: int = 1
+    segment: int = 0
+    judge_state: dict[str, Any] | None = None
+    previous_state: dict[str, Any] | None = None
 
 
 @dataclass
@@ -46,6 +61,9 @@ class SimpleVerdict:
 
 
 class Analyzer(Protocol):
+    """What the engine asks for verdicts. ``judge_state`` is optional: analyzers with
+    stateful judges return the state to store after each look (JSON), or None."""
+
     async def analyze(self, request: AnalysisRequest) -> Any:
         """Return a verdict (outcome, reason, to_json()) for the request's traffic."""
 

@@ -11,6 +11,7 @@ returns nothing is inconclusive too.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Callable
 
@@ -55,7 +56,8 @@ class SourceAnalyzer:
         self.sources: dict[str, MetricSource | None] = {"access-log": access_log, "envoy-stats": envoy_stats}
         self._prometheus_factory = prometheus
         self._prometheus: dict[str, MetricSource] = {}
-        self._judges: dict[tuple[str, int, float], Any] = {}
+        # (rollout, analysis run, step) -> [judge, segment it last saw]
+        self._judges: dict[tuple[str, int, int], list[Any]] = {}
 
     def source_for(self, policy) -> MetricSource:
         spec = policy.spec.analysis.source
@@ -69,23 +71,64 @@ class SourceAnalyzer:
             raise SourceError(f"analysis.source.type {spec.type!r} is not available in this Weir (start it with that source)")
         return source
 
+    def _new_judge(self, request: AnalysisRequest, carry: dict | None):
+        analysis = request.policy.spec.analysis
+        options: dict[str, Any] = {}
+        if carry is not None and "carry" in inspect.signature(make_judge).parameters:
+            options["carry"] = carry
+        return make_judge(
+            analysis.judge,
+            slos_from_policy(analysis.slos),
+            alpha=analysis.alpha,
+            n_steps=analysed_steps(request.policy),
+            min_requests=request.min_requests,
+            **options,
+        )
+
+    def _carry(self, request: AnalysisRequest) -> dict | None:
+        """What the previous analysed step's judge hands on (rollout-wide harm monitoring)."""
+        earlier = [k for k in self._judges if k[0] == request.rollout and k[1] == request.run and k[2] < request.step]
+        judge = self._judges[max(earlier)][0] if earlier else None
+        if judge is None and request.previous_state is not None:
+            judge = self._new_judge(request, None)
+            load = getattr(judge, "load_state", None)
+            if load is None:
+                return None
+            load(request.previous_state)
+        carry = getattr(judge, "carry", None) if judge is not None else None
+        return carry() if carry is not None else None
+
     def _judge(self, request: AnalysisRequest):
-        key = (request.rollout, request.step, request.since)
-        judge = self._judges.get(key)
-        if judge is None:
-            analysis = request.policy.spec.analysis
-            judge = make_judge(
-                analysis.judge,
-                slos_from_policy(analysis.slos),
-                alpha=analysis.alpha,
-                n_steps=analysed_steps(request.policy),
-                min_requests=request.min_requests,
-            )
-            # One judge per step window: forget the previous windows of this rollout.
+        """The step's judge: created once per (rollout, run, step), restored from stored state after a restart.
+
+        A new segment of the same step (restart, resume, weight change) continues the same judge:
+        its samples are appended to what it saw, so no alpha is spent twice.
+        """
+        key = (request.rollout, request.run, request.step)
+        entry = self._judges.get(key)
+        if entry is None:
+            judge = self._new_judge(request, self._carry(request))
+            load = getattr(judge, "load_state", None)
+            if request.judge_state is not None and load is not None:
+                load(request.judge_state)  # samples of the new segment follow
+            # One judge per rollout: forget its other steps and runs.
             for old in [k for k in self._judges if k[0] == request.rollout]:
                 del self._judges[old]
-            self._judges[key] = judge
-        return judge
+            entry = self._judges[key] = [judge, request.segment]
+        elif entry[1] != request.segment:
+            new_segment = getattr(entry[0], "new_segment", None)
+            if new_segment is not None:
+                new_segment()
+            else:  # a judge that cannot continue across segments starts again
+                entry[0] = self._new_judge(request, self._carry(request))
+            entry[1] = request.segment
+        return entry[0]
+
+    def judge_state(self, request: AnalysisRequest) -> dict | None:
+        """The state to store after a look at ``request`` (None for judges without state)."""
+        entry = self._judges.get((request.rollout, request.run, request.step))
+        state = getattr(entry[0], "state", None) if entry is not None else None
+        return state() if state is not None else None
 
     async def analyze(self, request: AnalysisRequest) -> Verdict:
         try:

@@ -1,7 +1,8 @@
-"""One Weir control plane in this process: xDS + access-log service, store, engine.
+"""One Weir control plane in this process: xDS + access-log service, store, router, engine.
 
-`weir serve` adds the REST API around it; the demo and the end-to-end tests
-use it as is, so all three run the same assembly.
+The one place where the parts are wired together. `weir serve` adds the REST
+API around it; the demo and the end-to-end tests use it as is, so all three
+run the same assembly.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from analysis.analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
 from analysis.sources.access_log import AccessLogSource
 from analysis.sources.envoy_stats import EnvoyStatsSource
 from xds.bootstrap import CONTROL_PLANE_CLUSTER
@@ -17,9 +19,9 @@ from xds.cache import SnapshotCache
 from xds.server import XdsServer
 from xds.status import StatusRegistry
 
-from analysis.analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
-from .rollouts.engine import Engine
 from .api.metrics import Metrics
+from .rollouts.engine import Engine
+from .routing.xds_router import XdsRouter
 from .store import SQLiteStore
 
 
@@ -54,6 +56,7 @@ class ControlPlane:
     xds: XdsServer
     xds_port: int
     store: SQLiteStore
+    router: XdsRouter
     engine: Engine
     metrics: Metrics
 
@@ -75,22 +78,29 @@ async def start_control_plane(
     tick_s: float = 1.0,
     envoy_admins: Iterable[str] = (),
 ) -> ControlPlane:
-    """Start xDS (with the access-log service on the same port), the store and the engine."""
-    access_log = AccessLogSource()
+    """Start xDS (with the access-log service on the same port), the store, the router and the engine."""
+    registry = StatusRegistry()
+    # A proxy gone from xDS too was scaled in, not cut off: its ended access-log
+    # stream is no gap in the evidence (otherwise every pass stays inconclusive).
+    access_log = AccessLogSource(proxies_alive=lambda: {p.node_id for p in registry.proxies()})
     admins = list(envoy_admins)
     envoy_stats = EnvoyStatsSource(admins) if admins else None
     chosen = build_analyzer(analyzer, access_log, envoy_stats)
-    registry = StatusRegistry()
     cache = SnapshotCache()
     # Envoy reaches both ADS and the access-log service through the
     # bootstrap's weir_control_plane cluster.
     xds = XdsServer(cache, registry, extra_handlers=[access_log.handler()])
     bound = await xds.start(xds_host, xds_port)
-    if envoy_stats is not None:
-        await envoy_stats.start()
     store = SQLiteStore(db)
-    metrics = Metrics()
-    engine = Engine(store, cache, registry, chosen, listen_address=listen_address, tick_s=tick_s,
-                    observer=metrics, access_log_cluster=CONTROL_PLANE_CLUSTER)
-    await engine.start()
-    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, engine, metrics)
+    try:
+        if envoy_stats is not None:
+            await envoy_stats.start()
+        metrics = Metrics()
+        router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
+        engine = Engine(store, router, chosen, tick_s=tick_s, observer=metrics)
+        await engine.start()
+    except BaseException:
+        await xds.stop()
+        await store.close()
+        raise
+    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, router, engine, metrics)

@@ -206,11 +206,17 @@ def _is_json(text: str, source: str | None) -> bool:
     return bool(source and source.lower().endswith(".json")) or text.lstrip().startswith("{")
 
 
-def read_document(text: str, *, source: str | None = None) -> Document:
-    """Parse YAML or JSON policy text. Syntax errors raise PolicyValidationError (with the line)."""
+def read_document(
+    text: str, *, source: str | None = None, what: str = "a RolloutPolicy (apiVersion, kind, metadata, spec)",
+    what_plural: str = "one policy per file",
+) -> Document:
+    """Parse YAML or JSON policy text. Syntax errors raise PolicyValidationError (with the line).
+
+    ``what`` names the expected document in the empty-file message (routing files reuse this reader).
+    """
     text = text.removeprefix("\ufeff")
     if not text.strip():
-        raise _fail("the file is empty; expected a RolloutPolicy (apiVersion, kind, metadata, spec)", None, source)
+        raise _fail(f"the file is empty; expected {what}", None, source)
     if _is_json(text, source):
         try:
             data = json.loads(text)
@@ -229,7 +235,7 @@ def read_document(text: str, *, source: str | None = None) -> Document:
         data, positions, errors = _compose(text)
     except yaml.YAMLError as exc:
         if "expected a single document" in str(getattr(exc, "context", "")):
-            raise _fail("found a second YAML document (---); put one policy per file", _mark_line(exc), source) from None
+            raise _fail(f"found a second YAML document (---); put {what_plural}", _mark_line(exc), source) from None
         raise _fail(f"not valid YAML: {_problem(exc)}", _mark_line(exc), source) from None
     except (_TooComplex, RecursionError):
         raise _fail(

@@ -13,7 +13,7 @@ import difflib
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
@@ -29,6 +29,7 @@ __all__ = [
     "parse_policy",
     "load_policy",
     "validate_policy_data",
+    "validate_document",
 ]
 
 
@@ -68,34 +69,58 @@ def validate_policy_data(data: Any, *, source: str | None = None) -> RolloutPoli
     return _validate(Document(data, format="data"), source)
 
 
-def _validate(doc: Document, source: str | None) -> RolloutPolicy:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_document(
+    doc: Document,
+    model: type[M],
+    rules: Callable[[Any], list[tuple[Loc, str]]],
+    *,
+    source: str | None = None,
+    what: str,
+    error_type: type[PolicyValidationError] = PolicyValidationError,
+) -> M:
+    """Validate a read document against ``model`` and its raw-data ``rules``; every problem at once.
+
+    Shared by policies and the routing files of ``weir xds serve``, so both speak
+    with one voice: the same paths, the same wording, the same line numbers.
+    ``what`` names the expected document in the empty/not-a-mapping messages.
+    """
     errors = list(doc.errors)  # reading problems (duplicate keys) come first, in file order
     if doc.data is None:
-        errors.append(PolicyError("", "the file is empty; expected a RolloutPolicy (apiVersion, kind, metadata, spec)"))
-        raise PolicyValidationError(errors, source=source)
+        errors.append(PolicyError("", f"the file is empty; expected {what}"))
+        raise error_type(errors, source=source)
     if not isinstance(doc.data, dict):
-        errors.append(
-            PolicyError(
-                "",
-                f"expected a RolloutPolicy mapping with apiVersion, kind, metadata and spec (got {describe(doc.data)})",
-                1 if doc.format != "data" else None,
-            )
-        )
-        raise PolicyValidationError(errors, source=source)
+        errors.append(PolicyError("", f"expected {what} (got {describe(doc.data)})", 1 if doc.format != "data" else None))
+        raise error_type(errors, source=source)
     problems: list[tuple[Loc, str]] = []
-    policy = None
+    result = None
     try:
-        policy = RolloutPolicy.model_validate(doc.data, by_name=False, context={SKIP_CROSS_FIELD_RULES: True})
+        result = model.model_validate(doc.data, by_name=False, context={SKIP_CROSS_FIELD_RULES: True})
     except ValidationError as exc:
-        problems.extend(translate(exc))
-    problems.extend(cross_field_errors(doc.data))
-    # File order: by (line, column) of the location or its nearest ancestor; unknown positions last.
+        problems.extend(translate(exc, model))
+    problems.extend(rules(doc.data))
+    # File order: by (line, column) of the location or its nearest ancestor; unknown positions last,
+    # grouped by the first list index (e.g. per service of a routing file) so each item's problems stay together.
     unknown = (1 << 30, 0)
-    problems.sort(key=lambda p: doc.position_for(p[0]) or unknown)
+
+    def order(problem: tuple[Loc, str]) -> tuple[tuple[int, int], int]:
+        first_index = next((seg for seg in problem[0] if isinstance(seg, int)), -1)
+        return doc.position_for(problem[0]) or unknown, first_index
+
+    problems.sort(key=order)
     errors.extend(PolicyError(format_path(loc), message, doc.line_for(loc)) for loc, message in problems)
-    if errors or policy is None:
-        raise PolicyValidationError(sort_errors(errors), source=source)
-    return policy
+    if errors or result is None:
+        raise error_type(sort_errors(errors), source=source)
+    return result
+
+
+def _validate(doc: Document, source: str | None) -> RolloutPolicy:
+    return validate_document(
+        doc, RolloutPolicy, cross_field_errors, source=source,
+        what="a RolloutPolicy mapping with apiVersion, kind, metadata and spec",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -153,8 +178,8 @@ def _aliases(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _where(loc: tuple[Any, ...]) -> _Where:
-    tp: Any = RolloutPolicy
+def _where(loc: tuple[Any, ...], root: type[BaseModel] = RolloutPolicy) -> _Where:
+    tp: Any = root
     out: list[str | int] = []
     parent = field = tag = None
     for seg in loc:
@@ -206,6 +231,7 @@ _AT_LEAST_ONE = {
     "slos": "at least one SLO, e.g. `- {metric: error-rate, maxIncrease: 0.5%}`",
     "endpoints": 'at least one endpoint, e.g. ["127.0.0.1:8081"]',
     "domains": 'at least one domain, e.g. ["*"]',
+    "backends": 'at least one backend, e.g. `- {version: v1, endpoints: ["10.0.0.1:8080"]}`',
 }
 
 _SCALAR_EXPECTED = {
@@ -283,6 +309,6 @@ def _numeric(text: str) -> bool:
     return True
 
 
-def translate(exc: ValidationError) -> list[tuple[Loc, str]]:
-    """pydantic's errors for a RolloutPolicy as ``(file location, message)`` pairs."""
-    return [_message(err, _where(err["loc"])) for err in exc.errors(include_url=False)]
+def translate(exc: ValidationError, root: type[BaseModel] = RolloutPolicy) -> list[tuple[Loc, str]]:
+    """pydantic's errors for a ``root`` document (a RolloutPolicy by default) as ``(file location, message)`` pairs."""
+    return [_message(err, _where(err["loc"], root)) for err in exc.errors(include_url=False)]

@@ -14,6 +14,7 @@ from control_plane.api.auth import TokenAuth, TokenFileError, hash_token, parse_
 from control_plane.rollouts.engine import Engine
 from control_plane.api.metrics import Metrics
 from control_plane.store import SQLiteStore
+from tests.proxy_double import engine_with_proxies, sync_all
 from tests.test_engine import Clock
 from xds.cache import SnapshotCache
 from xds.snapshot import ROUTE
@@ -49,12 +50,12 @@ async def make_api(tmp_path):
     """make(script=..., auth=True, **create_app kwargs) -> (client, engine, registry, app)."""
     made = []
 
-    async def make(script=("inconclusive",), auth=True, **kwargs):
-        registry = StatusRegistry()
-        engine = Engine(SQLiteStore(tmp_path / f"weir{len(made)}.db"), SnapshotCache(), registry,
-                        ScriptedAnalyzer(script), listen_address="127.0.0.1", clock=Clock())
-        await engine.start()
-        await engine.stop()  # ticks are driven by hand
+    async def make(script=("inconclusive",), auth=True, proxies=1, start=True, **kwargs):
+        engine, registry, _, doubles = engine_with_proxies(
+            SQLiteStore(tmp_path / f"weir{len(made)}.db"), ScriptedAnalyzer(script), clock=Clock(), proxies=proxies)
+        if start:
+            await engine.start(run=False)  # ticks are driven by hand
+        sync_all(doubles)
         app = create_app(engine, registry, TokenAuth.from_text(TOKENS_FILE) if auth else None, **kwargs)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://weir.test")
         made.append((client, engine))
@@ -185,7 +186,7 @@ async def test_set_weight(make_api):
 
 
 async def test_proxies(make_api):
-    client, _, registry, _ = await make_api()
+    client, _, registry, _ = await make_api(proxies=0)
     assert (await client.get("/v1/proxies", headers=VIEW)).json() == {"connected": [], "disconnected": []}
     alive = ProxyStatus("envoy-1", "edge", "sotw", "127.0.0.1:5000")
     gone = ProxyStatus("envoy-2", "edge", "delta", "127.0.0.1:5001")
@@ -250,7 +251,11 @@ async def test_conflicts_409_and_routing_422(make_api):
     body = assert_problem(await client.post("/v1/rollouts", content=policy_yaml(name="echo-2"), headers=OP), 409,
                           "rollout-conflict")
     assert "already has an active rollout 'echo'" in body["detail"]
-    assert_problem(await client.post("/v1/rollouts", content=policy_yaml(), headers=OP), 409, "rollout-conflict")
+    assert body["errors"] == [{"path": "metadata.name", "message": body["detail"], "line": None}]
+    # The same policy again changes nothing (it used to be a 409 "abort it first").
+    again = await client.post("/v1/rollouts", content=policy_yaml(), headers=OP)
+    assert again.status_code == 200 and again.json()["applied"]["action"] == "unchanged"
+    assert again.json()["revision"] == 1
     await engine.tick()  # publishes echo's routing
     # Another service claiming the same domain, port and path cannot coexist with echo.
     response = await client.post("/v1/rollouts", content=policy_yaml(name="other", service="other"), headers=OP)
@@ -370,7 +375,7 @@ def test_token_file_formats_and_errors():
 
 
 async def test_readyz_follows_the_engine(make_api):
-    client, engine, _, _ = await make_api()
+    client, engine, _, _ = await make_api(start=False)
     assert_problem(await client.get("/readyz"), 503, "not-ready")
     await engine.start()
     try:
@@ -421,7 +426,7 @@ async def test_metrics_exposition(make_api):
     assert samples['weir_rollout_canary_weight{rollout="echo"}'] == 50
     assert samples['weir_verdicts_total{rollout="echo",outcome="pass"}'] == 1
     assert samples['weir_xds_nacks_total{type="rds"}'] == 2
-    assert samples["weir_xds_connected_proxies"] == 1
+    assert samples["weir_xds_connected_proxies"] == 2  # the in-memory proxy that ACKs, and envoy-1
     def delta(key):
         return samples[key] - before[key]
 

@@ -17,10 +17,8 @@ from control_plane import cli
 from analysis.analyzer import ScriptedAnalyzer
 from control_plane.api.app import create_app
 from control_plane.api.auth import TokenAuth, hash_token
-from control_plane.rollouts.engine import Engine
 from control_plane.store import SQLiteStore
-from xds.cache import SnapshotCache
-from xds.status import StatusRegistry
+from tests.proxy_double import engine_with_proxies, sync_all
 
 OPERATOR_TOKEN = "weir_cli-operator"
 VIEWER_TOKEN = "weir_cli-viewer"
@@ -30,8 +28,8 @@ MINIMAL = yaml.safe_load(open("policies/examples/minimal.yaml"))
 class Server:
     """An engine (ticked by hand) and the API, served by uvicorn on its own loop in a thread."""
 
-    def __init__(self, db, script):
-        self.db, self.script = db, script
+    def __init__(self, db, script, proxies=1):
+        self.db, self.script, self.proxies = db, script, proxies
         self.ready = threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -42,11 +40,10 @@ class Server:
     async def _main(self):
         try:
             self.loop = asyncio.get_running_loop()
-            registry = StatusRegistry()
-            self.engine = Engine(SQLiteStore(self.db), SnapshotCache(), registry, ScriptedAnalyzer(self.script),
-                                 listen_address="127.0.0.1")
-            await self.engine.start()
-            await self.engine.stop()
+            self.engine, registry, _, proxies = engine_with_proxies(SQLiteStore(self.db), ScriptedAnalyzer(self.script),
+                                                                   proxies=self.proxies)
+            await self.engine.start(run=False)  # ticked by hand
+            sync_all(proxies)
             auth = TokenAuth.from_text(f"olga:operator:{hash_token(OPERATOR_TOKEN)}\n"
                                        f"victor:viewer:{hash_token(VIEWER_TOKEN)}\n")
             config = uvicorn.Config(create_app(self.engine, registry, auth), log_level="warning", lifespan="off")
@@ -84,8 +81,8 @@ class Server:
 def make_server(tmp_path):
     servers = []
 
-    def make(script=("inconclusive",)):
-        server = Server(tmp_path / f"weir{len(servers)}.db", script)
+    def make(script=("inconclusive",), proxies=1):
+        server = Server(tmp_path / f"weir{len(servers)}.db", script, proxies)
         server.start()
         servers.append(server)
         return server
@@ -134,7 +131,7 @@ def no_env(monkeypatch):
 def test_apply_get_and_output_formats(server, policy_file, capsys):
     assert weir(server, "apply", "-f", policy_file()) == 0
     out = capsys.readouterr().out
-    assert out.startswith("rollout/echo created (revision 1, service echo, v1 -> v2): Pending")
+    assert out.startswith("rollout/echo create: created rollout of v2 over v1 (revision 1, v1 -> v2, Pending)")
 
     assert weir(server, "get") == 0
     lines = capsys.readouterr().out.splitlines()
@@ -233,7 +230,7 @@ def test_describe_and_events(make_server, policy_file, capsys):
     assert len(marked) == 1 and "weight 50%" in marked[0] and marked[0].split()[1] == "2"
     assert "Verdict (latest analysis): inconclusive: scripted inconclusive" in out
     assert "evidence:" in out and "call: 2" in out
-    assert "Events (last " in out and "created" in out and "policy submitted" in out
+    assert "Events (last " in out and "created" in out and "policy applied" in out
 
     assert weir(server, "events", "echo") == 0
     lines = capsys.readouterr().out.splitlines()
@@ -290,7 +287,8 @@ def test_auth_errors(server, policy_file, capsys):
     assert "Forbidden (HTTP 403): 'victor' is a viewer; this needs the operator role" in capsys.readouterr().err
 
 
-def test_proxies(server, capsys):
+def test_proxies(make_server, capsys):
+    server = make_server(proxies=0)
     assert weir(server, "proxies", token=VIEWER_TOKEN) == 0
     assert capsys.readouterr().out.strip() == "no proxies connected"
     assert weir(server, "proxies", "-o", "json") == 0

@@ -228,7 +228,8 @@ def policies_data(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         spec["deadline"] = draw(duration_texts())
     if draw(st.booleans()):
-        spec["webhooks"] = [{"on": "rollback", "url": "http://127.0.0.1:9999/h", "timeout": draw(duration_texts())}]
+        timeout = draw(st.sampled_from(["500ms", "10s", "1m30s", "5m"]))  # webhook timeouts are at most 5m
+        spec["webhooks"] = [{"on": "rollback", "url": "http://127.0.0.1:9999/h", "timeout": timeout}]
     return {"apiVersion": "weir.dev/v1alpha1", "kind": "RolloutPolicy", "metadata": {"name": draw(names)}, "spec": spec}
 
 

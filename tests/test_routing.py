@@ -2,26 +2,30 @@
 
 Bad input must produce every problem at once, each with a path in the user's
 own words (``services[0].pathPrefix``), because a control plane that reveals one
-mistake per attempt wastes a rollout window per typo.
+mistake per attempt wastes a rollout window per typo. The routing file speaks
+the policy format's types, units and wording (one model of each concept).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import yaml
 from pydantic import ValidationError
 
+from policies import RolloutPolicy, parse_policy
+from policies.errors import PolicyError
 from xds.routing import (
     Backend,
     DesiredRouting,
     Endpoint,
-    FieldError,
     RoutingError,
     ServiceRouting,
     load_routing,
@@ -59,7 +63,7 @@ def test_fixture_loads_with_camel_case_and_compact_endpoints() -> None:
     routing = load_routing(FIXTURES / "routing-basic.yaml")
     (svc,) = routing.services
     assert routing.listen_address == "0.0.0.0"
-    assert (svc.name, svc.port, svc.path_prefix, svc.timeout_s) == ("iris", 10000, "/v2/models/iris", 15.0)
+    assert (svc.name, svc.port, svc.path_prefix, svc.timeout) == ("iris", 10000, "/v2/models/iris", timedelta(seconds=15))
     assert svc.split == {"v1": 90, "v2": 10}
     assert svc.backends[0].endpoints == [
         Endpoint(host="127.0.0.1", port=8001),
@@ -70,68 +74,29 @@ def test_fixture_loads_with_camel_case_and_compact_endpoints() -> None:
     assert svc.lb_policy == "least-request"  # the default: model servers have uneven latency
 
 
-def test_camel_case_and_snake_case_mean_the_same() -> None:
-    camel = service(
-        pathPrefix="/m", timeout="500ms", headerRoutes=[{"header": "x-v", "exact": "2", "version": "v2"}],
-        stickyHeader="x-user", lbPolicy="least-request", leastRequestChoiceCount=3,
-        outlierDetection={"consecutive5xx": 3, "baseEjectionTime": "1m", "maxEjectionPercent": 50},
-    )
-    snake = service(
-        path_prefix="/m", timeout_s=0.5, header_routes=[{"header": "x-v", "exact": "2", "version": "v2"}],
-        sticky_header="x-user", lb_policy="least-request", least_request_choice_count=3,
-        outlier_detection={"consecutive_5xx": 3, "base_ejection_time_s": 60, "max_ejection_percent": 50},
-    )
-    a = parse_routing({"listenAddress": "127.0.0.1", "services": [camel]})
-    b = parse_routing({"listen_address": "127.0.0.1", "services": [snake]})
-    assert a == b
-    assert a.services[0].outlier_detection.base_ejection_time_s == 60.0
-
-
 def test_python_callers_use_field_names() -> None:
     """The rollout engine builds the model in code, not from YAML."""
     svc = ServiceRouting(
-        name="m", port=10000, backends=[Backend(version="v1", endpoints=[Endpoint.parse("10.0.0.1:80")])],
-        split={"v1": 100}, timeout_s=3, path_prefix="/x",
+        name="m", port=10000, backends=[Backend(version="v1", endpoints=[Endpoint(host="10.0.0.1", port=80)])],
+        split={"v1": 100}, timeout=timedelta(seconds=3), path_prefix="/x",
     )
-    assert DesiredRouting(services=[svc]).services[0].timeout_s == 3.0
+    assert DesiredRouting(services=[svc]).services[0].timeout == timedelta(seconds=3)
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("1m30s", 90.0), ("1.5s", 1.5), (7, 7.0), ("0", 0.0)],
+    [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("1m30s", 90.0), ("1.5s", 1.5)],
 )
-def test_durations(text: Any, seconds: float) -> None:
-    assert parse_routing({"services": [service(timeout=text)]}).services[0].timeout_s == seconds
+def test_durations_are_written_as_in_policies(text: Any, seconds: float) -> None:
+    assert parse_routing({"services": [service(timeout=text)]}).services[0].timeout.total_seconds() == seconds
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("10.0.0.1:8080", Endpoint(host="10.0.0.1", port=8080)),
-        ("10.0.0.1:8080@3", Endpoint(host="10.0.0.1", port=8080, weight=3)),
-        ("[::1]:8080@2", Endpoint(host="::1", port=8080, weight=2)),
-    ],
-)
-def test_endpoint_parse(text: str, expected: Endpoint) -> None:
-    assert Endpoint.parse(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ("10.0.0.1", "expected 'host:port' or 'host:port@weight'"),
-        ("10.0.0.1:http", "port 'http' is not a number"),
-        ("10.0.0.1:80@x", "weight 'x' is not a whole number"),
-        ("10.0.0.1:80@0", "weight: must be between 1 and"),
-        ("10.0.0.1:70000", "port: must be between 1 and 65535 (got 70000)"),
-        ("::1:80", "brackets around an IPv6 host"),
-        ("model-v1:80", "must be an IP address"),
-    ],
-)
-def test_endpoint_parse_rejects(text: str, fragment: str) -> None:
-    with pytest.raises(ValueError, match="invalid endpoint") as info:
-        Endpoint.parse(text)
-    assert fragment in str(info.value)
+def test_version_names_accepted_by_policies_are_accepted_here() -> None:
+    """The defect: `v2_rc1` passed `weir validate`, then the routing layer refused it."""
+    data = service(backends=[{"version": "v2_rc1", "endpoints": ["10.0.0.1:80"]},
+                             {"version": "V1.0+b", "endpoints": ["10.0.0.2:80"]}],
+                   split={"v2_rc1": 10, "V1.0+b": 90})
+    assert parse_routing({"services": [data]}).services[0].versions() == ["v2_rc1", "V1.0+b"]
 
 
 def test_services_may_share_a_port_with_different_prefixes_or_domains() -> None:
@@ -148,59 +113,62 @@ def test_services_may_share_a_port_with_different_prefixes_or_domains() -> None:
 BAD_SERVICES = [
     # (overrides of a valid service, expected error path, expected message fragment)
     ({"split": {"v1": 80, "v2": 10}}, "services[0].split", "weights must sum to 100 (got 90)"),
-    ({"split": {"v1": 90, "v3": 10}}, "services[0].split.v3", "unknown version 'v3' (backends: v1, v2)"),
+    ({"split": {"v1": 90, "v3": 10}}, "services[0].split.v3", "unknown version 'v3': the backends are 'v1', 'v2'"),
+    ({"split": {"v1": 90, "v22": 10}}, "services[0].split.v22", "did you mean 'v2'?"),
     ({"split": {"v1": 150, "v2": -50}}, "services[0].split.v1", "must be between 0 and 100 (got 150)"),
     ({"split": {}}, "services[0].split", "must name at least one version"),
     ({"port": 70000}, "services[0].port", "must be between 1 and 65535 (got 70000)"),
     ({"port": 0}, "services[0].port", "must be between 1 and 65535 (got 0)"),
-    ({"port": "http"}, "services[0].port", "expected a whole number (got 'http')"),
-    ({"port": True}, "services[0].port", "expected a number (got True)"),
-    ({"pathPrefix": "/a", "path_prefix": "/b"}, "services[0].pathPrefix", "given twice, in snake_case and in camelCase"),
-    ({"name": "My_Svc"}, "services[0].name", "must be lowercase letters, digits and '-'"),
-    ({"backends": []}, "services[0].backends", "must not be empty"),
+    ({"port": "http"}, "services[0].port", 'expected a whole number (got "http")'),
+    ({"port": True}, "services[0].port", "expected a whole number (got true)"),
+    ({"path_prefix": "/b"}, "services[0].path_prefix", "did you mean `pathPrefix`? (files use camelCase)"),
+    ({"name": "My_Svc"}, "services[0].name", "1-63 characters of a-z, 0-9 and '-'"),
+    ({"backends": []}, "services[0].backends", "needs at least one backend"),
     ({"backends": [{"version": "v1", "endpoints": []}, {"version": "v2", "endpoints": ["10.0.0.2:1"]}]},
-     "services[0].backends[0].endpoints", "must not be empty"),
+     "services[0].backends[0].endpoints", "needs at least one endpoint"),
     ({"backends": [{"version": "v1", "endpoints": ["10.0.0.1:1"]}, {"version": "v1", "endpoints": ["10.0.0.2:1"]}],
-      "split": {"v1": 100}}, "services[0].backends[1].version", "duplicate cluster name 'svc-v1'"),
-    ({"backends": [{"version": "V_1", "endpoints": ["10.0.0.1:1"]}], "split": {"V_1": 100}},
-     "services[0].backends[0].version", "must be lowercase letters, digits, '.' and '-'"),
+      "split": {"v1": 100}}, "services[0].backends[1].version", "duplicate version 'v1' (also backends[0])"),
+    ({"backends": [{"version": "-v1", "endpoints": ["10.0.0.1:1"]}], "split": {"-v1": 100}},
+     "services[0].backends[0].version", "starting with a letter or digit"),
     ({"backends": [{"version": 1.0, "endpoints": ["10.0.0.1:1"]}], "split": {"v1": 100}},
-     "services[0].backends[0].version", "expected a string (got 1.0; quote it in YAML)"),
+     "services[0].backends[0].version", 'expected a string (got 1.0); quote it if you meant the text: "1.0"'),
     ({"backends": [{"version": "v1", "endpoints": ["10.0.0.1:1", "10.0.0.1:1"]}], "split": {"v1": 100}},
-     "services[0].backends[0].endpoints[1]", "duplicate endpoint 10.0.0.1:1"),
-    ({"backends": [{"version": "v1", "endpoints": [{"host": "10.0.0.1", "port": 1, "weight": 0}]}], "split": {"v1": 100}},
-     "services[0].backends[0].endpoints[0].weight", "must be between 1 and 4294967295 (got 0)"),
-    ({"backends": [{"version": "v1", "endpoints": ["10.0.0.1:1@4294967295", "10.0.0.2:1"]}], "split": {"v1": 100}},
-     "services[0].backends[0].endpoints", "weights must sum to at most 4294967295"),
+     "services[0].backends[0].endpoints[1]", "10.0.0.1:1 is listed twice (first at endpoints[0])"),
+    ({"backends": [{"version": "v1", "endpoints": ["10.0.0.1:1@0"]}], "split": {"v1": 100}},
+     "services[0].backends[0].endpoints[0]", "weight after @ must be between 1 and 1000000 (got 0)"),
     ({"backends": [{"version": "v1", "endpoints": ["10.0.0.1:99999"]}], "split": {"v1": 100}},
-     "services[0].backends[0].endpoints[0].port", "must be between 1 and 65535 (got 99999)"),
+     "services[0].backends[0].endpoints[0]", "port must be between 1 and 65535"),
     ({"backends": [{"version": "v1", "endpoints": ["localhost:80"]}], "split": {"v1": 100}},
-     "services[0].backends[0].endpoints[0].host", "must be an IP address (got 'localhost')"),
+     "services[0].backends[0].endpoints[0]", "is a host name; give the model server's IP address"),
     ({"backends": [{"version": "v1", "endpoints": "10.0.0.1:80"}], "split": {"v1": 100}},
-     "services[0].backends[0].endpoints", "expected a list (got '10.0.0.1:80')"),
+     "services[0].backends[0].endpoints", 'expected a list (got "10.0.0.1:80"); write a list'),
     ({"mirror": {"version": "v3", "percent": 5}}, "services[0].mirror.version", "unknown version 'v3'"),
-    ({"mirror": {"version": "v2", "percent": 101}}, "services[0].mirror.percent", "must be between 0 and 100 (got 101)"),
+    ({"mirror": {"version": "v2", "percent": 101}}, "services[0].mirror.percent", "at most 100 (got 101)"),
     ({"headerRoutes": [{"header": "x-v", "exact": "2", "version": "v9"}]},
      "services[0].headerRoutes[0].version", "unknown version 'v9'"),
     ({"headerRoutes": [{"header": "x v", "exact": "2", "version": "v2"}]},
-     "services[0].headerRoutes[0].header", "must be a valid HTTP header name"),
+     "services[0].headerRoutes[0].header", "must be an HTTP header name"),
     ({"headerRoutes": [{"header": "x-v", "exact": "2", "version": "v2"}, {"header": "X-V", "exact": "2", "version": "v1"}]},
      "services[0].headerRoutes[1]", "duplicate header route"),
-    ({"stickyHeader": "x user"}, "services[0].stickyHeader", "must be a valid HTTP header name"),
-    ({"lbPolicy": "random"}, "services[0].lbPolicy", "expected 'round-robin' or 'least-request' (got 'random')"),
+    ({"stickyHeader": "x user"}, "services[0].stickyHeader", "must be an HTTP header name"),
+    ({"lbPolicy": "random"}, "services[0].lbPolicy", 'must be one of round-robin, least-request (got "random")'),
     ({"lbPolicy": "round-robin", "leastRequestChoiceCount": 4},
      "services[0].leastRequestChoiceCount", "only applies to lbPolicy 'least-request'"),
-    ({"leastRequestChoiceCount": 1}, "services[0].leastRequestChoiceCount", "must be at least 2 (got 1)"),
-    ({"timeout": "soon"}, "services[0].timeout", "expected a duration like 15s, 500ms or 2m (got 'soon')"),
-    ({"timeout": "-1s"}, "services[0].timeout", "expected a duration"),
-    ({"pathPrefix": "models"}, "services[0].pathPrefix", "must start with '/'"),
-    ({"domains": []}, "services[0].domains", "must not be empty"),
-    ({"domains": ["a.com", "A.com"]}, "services[0].domains[1]", "duplicate domain 'A.com'"),
-    ({"outlierDetection": {"consecutive5xx": 0}}, "services[0].outlierDetection.consecutive5xx", "must be at least 1 (got 0)"),
-    ({"outlierDetection": {"baseEjectionTime": "0s"}}, "services[0].outlierDetection.baseEjectionTime", "must be greater than 0"),
-    ({"outlierDetection": {"maxEjectionPercent": 150}}, "services[0].outlierDetection.maxEjectionPercent", "must be between 0 and 100"),
-    ({"pathPrefx": "/"}, "services[0].pathPrefx", "unknown field; did you mean 'pathPrefix'?"),
-    ({"outlierDetection": {"bogus": 1}}, "services[0].outlierDetection.bogus", "unknown field (known fields: consecutive5xx,"),
+    ({"leastRequestChoiceCount": 1}, "services[0].leastRequestChoiceCount", "must be between 2 and 100 (got 1)"),
+    ({"timeout": "soon"}, "services[0].timeout", "expected a duration such as 500ms, 30s"),
+    ({"timeout": 15}, "services[0].timeout", "expected a duration"),
+    ({"timeout": "0s"}, "services[0].timeout", "must be longer than 0s"),
+    ({"pathPrefix": "models"}, "services[0].pathPrefix", "a path starting with /"),
+    ({"domains": []}, "services[0].domains", "needs at least one domain"),
+    ({"domains": ["a.com", "A.com"]}, "services[0].domains[1]", "'A.com' is listed twice (first at domains[0])"),
+    ({"outlierDetection": {"consecutive5xx": 0, "baseEjectionTime": "1s", "maxEjectionPercent": 5}},
+     "services[0].outlierDetection.consecutive5xx", "must be at least 1 (got 0)"),
+    ({"outlierDetection": {"consecutive5xx": 1, "baseEjectionTime": "0s", "maxEjectionPercent": 5}},
+     "services[0].outlierDetection.baseEjectionTime", "must be longer than 0s"),
+    ({"outlierDetection": {"consecutive5xx": 1, "baseEjectionTime": "1s", "maxEjectionPercent": 150}},
+     "services[0].outlierDetection.maxEjectionPercent", "must be between 0 and 100"),
+    ({"pathPrefx": "/"}, "services[0].pathPrefx", "unknown field; did you mean `pathPrefix`?"),
+    ({"outlierDetection": {"bogus": 1}}, "services[0].outlierDetection.bogus", "allowed here: consecutive5xx, baseEjectionTime"),
 ]
 
 
@@ -215,22 +183,67 @@ def test_bad_service_field(overrides: dict[str, Any], path: str, fragment: str) 
 def test_missing_required_fields_are_named() -> None:
     errors = errors_of({"services": [{"name": "svc"}]})
     for field in ("port", "backends", "split"):
-        assert f"services[0].{field}: required field is missing" in errors
+        assert any(e.startswith(f"services[0].{field}: required field is missing") for e in errors), errors
 
 
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ([], "<root>: expected a mapping with 'services' (got a list)"),
-        ({"services": None}, "services: expected a list (got nothing)"),
-        ({"services": ["svc"]}, "services[0]: expected a mapping (got 'svc')"),
-        ({"listenAddress": "any"}, "listenAddress: must be an IP address (got 'any')"),
-        ({"servces": []}, "servces: unknown field; did you mean 'services'?"),
+        ([1], "expected a routing mapping with listenAddress and services (got a list)"),
+        ({"services": None}, "services: expected a list (got nothing (null))"),
+        ({"services": ["svc"]}, "services[0]: expected a mapping with name, port"),
+        ({"listenAddress": "any"}, 'listenAddress: must be an IP address such as 0.0.0.0 or 127.0.0.1 (got "any")'),
+        ({"servces": []}, "servces: unknown field; did you mean `services`?"),
     ],
 )
 def test_bad_top_level(data: Any, expected: str) -> None:
     errors = errors_of(data)
     assert any(e.startswith(expected) for e in errors), errors
+
+
+# --------------------------------------------------------------------------- the policy format and the routing file agree
+
+_POLICY_FIELDS = {
+    # routing-file field -> (policy location, value) that must be judged the same way
+    "version": ("spec.canary.version", "v2_rc1"),
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    version=st.text(alphabet="abcAB019._+-", min_size=1, max_size=12),
+    endpoint=st.sampled_from(["10.0.0.1:80", "10.0.0.1:0", "10.0.0.1:080", "[::1]:80", "a.b:80", "10.0.0.1:80@7", "1.2.3:80"]),
+    prefix=st.sampled_from(["/", "/v2/models/x", "v2", "/a b", "/ok?x"]),
+    header=st.sampled_from(["x-canary", "x canary", ":authority", ""]),
+)
+def test_policy_and_routing_file_accept_and_refuse_the_same_values(version, endpoint, prefix, header) -> None:
+    """One model of each concept: a value is valid in a routing file exactly when it is valid in a policy."""
+    base = yaml.safe_load(open("policies/examples/minimal.yaml"))
+    pol = copy.deepcopy(base)
+    pol["spec"]["canary"]["version"] = version
+    pol["spec"]["canary"]["endpoints"] = [endpoint]
+    pol["spec"]["service"]["pathPrefix"] = prefix
+    pol["spec"]["strategy"]["stickiness"] = {"header": header}
+    try:
+        RolloutPolicy.model_validate(pol)
+        policy_ok = True
+    except ValidationError:
+        policy_ok = False
+    stable = pol["spec"]["stable"]
+    routing = {"services": [service(
+        pathPrefix=prefix, stickyHeader=header,
+        backends=[{"version": stable["version"], "endpoints": stable["endpoints"]}, {"version": version, "endpoints": [endpoint]}],
+        split={stable["version"]: 90, version: 10},
+    )]}
+    try:
+        parse_routing(routing)
+        routing_ok = True
+    except RoutingError:
+        routing_ok = False
+    if version == stable["version"]:
+        assert not routing_ok and not policy_ok  # duplicate version / stable == canary
+    else:
+        assert policy_ok == routing_ok, (version, endpoint, prefix, header)
 
 
 # --------------------------------------------------------------------------- across services
@@ -243,7 +256,7 @@ def one_version(name: str, version: str, **extra: Any) -> dict[str, Any]:
 def test_cluster_names_collide_across_services() -> None:
     """'a-b' + 'c' and 'a' + 'b-c' are both cluster 'a-b-c'."""
     errors = errors_of({"services": [one_version("a-b", "c", port=1), one_version("a", "b-c", port=2)]})
-    assert errors == ["services[1].backends[0].version: duplicate cluster name 'a-b-c' (also services[0].backends[0])"]
+    assert errors == ["services[1].backends[0].version: cluster name 'a-b-c' is also a cluster of service 'a-b'; rename a version or a service"]
 
 
 def test_duplicate_service_names() -> None:
@@ -262,7 +275,8 @@ def test_same_port_domain_and_prefix_claimed_twice() -> None:
 
 
 def test_same_domain_and_prefix_on_different_ports_is_fine() -> None:
-    parse_routing({"services": [one_version("a", "v1", port=1), one_version("b", "v1", port=2)]})
+    routing = parse_routing({"services": [one_version("a", "v1", port=1), one_version("b", "v1", port=2)]})
+    assert [(s.name, s.port, s.domains) for s in routing.services] == [("a", 1, ["*"]), ("b", 2, ["*"])]
 
 
 def test_direct_construction_enforces_cross_service_rules() -> None:
@@ -289,13 +303,14 @@ def test_all_errors_come_at_once() -> None:
     }
     errors = errors_of(broken)
     assert errors == [
-        "listenAddress: must be an IP address (got 'everywhere'); Envoy does not resolve DNS names here, so resolve the name first",
+        'listenAddress: must be an IP address such as 0.0.0.0 or 127.0.0.1 (got "everywhere")',
         "services[0].port: must be between 1 and 65535 (got 70000)",
+        'services[0].lbPolicy: must be one of round-robin, least-request (got "fastest"); did you mean least-request?',
         "services[0].split: weights must sum to 100 (got 90)",
-        "services[0].lbPolicy: expected 'round-robin' or 'least-request' (got 'fastest')",
-        "services[1].backends[0].endpoints: must not be empty",
-        "services[1].split.v3: unknown version 'v3' (backends: v1, v2)",
-        "services[3].backends[0].version: duplicate cluster name 'svc-v-1' (also services[2].backends[0])",
+        'services[1].backends[0].endpoints: needs at least one endpoint, e.g. ["127.0.0.1:8081"] (got an empty list [])',
+        "services[1].split.v3: unknown version 'v3': the backends are 'v1', 'v2'",
+        "services[3].name: duplicate service name 'svc' (also services[0])",  # seen although services[0] is broken
+        "services[3].backends[0].version: cluster name 'svc-v-1' is also a cluster of service 'svc-v'; rename a version or a service",
     ]
 
 
@@ -309,7 +324,7 @@ def test_routing_error_lists_every_error_one_per_line() -> None:
         "services[0].split: weights must sum to 100 (got 1)",  # v2 left out of the split: weight 0
     ]
     assert isinstance(info.value, ValueError)
-    assert str(FieldError("a.b", "bad")) == "a.b: bad"
+    assert str(PolicyError("a.b", "bad", 3)) == "a.b: bad, line 3"
 
 
 @settings(max_examples=60, deadline=None)
@@ -339,8 +354,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(RoutingError) as info:
         load_routing(path)
     (error,) = info.value.errors
-    assert error.path.startswith(f"{path}:4:")
-    assert "invalid YAML" in error.message
+    assert error.line == 4 and "YAML" in error.message
 
 
 def test_yaml_duplicate_keys_are_errors(tmp_path: Path) -> None:
@@ -349,9 +363,18 @@ def test_yaml_duplicate_keys_are_errors(tmp_path: Path) -> None:
     path.write_text("services:\n  - name: svc\n    split: {v1: 100}\n    split: {v1: 50}\n")
     with pytest.raises(RoutingError) as info:
         load_routing(path)
+    duplicate = [e for e in info.value.errors if "split" in e.message and "twice" in e.message or "duplicate" in e.message]
+    assert duplicate and duplicate[0].line == 4, [str(e) for e in info.value.errors]
+
+
+def test_errors_from_a_file_carry_lines(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text((FIXTURES / "routing-basic.yaml").read_text().replace("- 127.0.0.1:8003", "- 127.0.0.1:99999"))
+    with pytest.raises(RoutingError) as info:
+        load_routing(path)
     (error,) = info.value.errors
-    assert error.path == f"{path}:4:5"
-    assert "duplicate key 'split'" in error.message
+    assert error.path == "services[0].backends[1].endpoints[0]"
+    assert error.line == 19 and "port must be between 1 and 65535" in error.message
 
 
 def test_json_file_and_its_syntax_errors(tmp_path: Path) -> None:
@@ -360,7 +383,7 @@ def test_json_file_and_its_syntax_errors(tmp_path: Path) -> None:
     assert load_routing(good).services[0].name == "svc"
     bad = tmp_path / "bad.json"
     bad.write_text('{"services": [\n  {"name": }\n]}')
-    with pytest.raises(RoutingError, match=r"bad\.json:2:\d+: invalid JSON"):
+    with pytest.raises(RoutingError, match="JSON"):
         load_routing(bad)
 
 
@@ -371,7 +394,7 @@ def test_validation_errors_from_a_file_use_field_paths(tmp_path: Path) -> None:
         load_routing(path)
 
 
-@pytest.mark.parametrize(("content", "fragment"), [("", "file is empty"), (None, "cannot read file")])
+@pytest.mark.parametrize(("content", "fragment"), [("", "file is empty"), (None, "cannot read the file")])
 def test_empty_or_missing_file(tmp_path: Path, content: str | None, fragment: str) -> None:
     path = tmp_path / "routing.yaml"
     if content is not None:

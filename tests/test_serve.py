@@ -10,13 +10,12 @@ import pytest
 import yaml
 
 from analysis.analyzer import ScriptedAnalyzer
-from control_plane.rollouts.engine import Engine
-from control_plane.rollouts.model import Phase
 from control_plane.assembly import build_analyzer
-from control_plane.cli.serve import PolicyDirectory, is_loopback, serve
+from control_plane.cli.serve import is_loopback, serve
+from control_plane.gitops import PolicyDirectory
+from control_plane.rollouts.model import Phase
 from control_plane.store import SQLiteStore
-from xds.cache import SnapshotCache
-from xds.status import StatusRegistry
+from tests.proxy_double import engine_with_proxies
 
 BASE = yaml.safe_load(open("policies/examples/minimal.yaml"))
 
@@ -24,14 +23,14 @@ BASE = yaml.safe_load(open("policies/examples/minimal.yaml"))
 @pytest.fixture
 async def engine(tmp_path):
     store = SQLiteStore(tmp_path / "weir.db")
-    eng = Engine(store, SnapshotCache(), StatusRegistry(), ScriptedAnalyzer(("inconclusive",)), listen_address="127.0.0.1")
-    await eng.start()
-    await eng.stop()
+    eng, _, _, _ = engine_with_proxies(store, ScriptedAnalyzer(("inconclusive",)))
+    await eng.start(run=False)
     yield eng
     await store.close()
 
 
-async def test_policy_directory_applies_valid_files_once_and_reports_bad_ones(engine, tmp_path, caplog):
+async def test_policy_directory_follows_the_apply_rules(engine, tmp_path, caplog):
+    """GitOps applies files with the API's rules: unchanged files change nothing, edits update in place."""
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "echo.yaml").write_text(yaml.safe_dump(BASE))
@@ -42,30 +41,34 @@ async def test_policy_directory_applies_valid_files_once_and_reports_bad_ones(en
     (folder / "broken.yaml").write_text(yaml.safe_dump(bad))
     (folder / "notes.txt").write_text("not a policy")
     watcher = PolicyDirectory(engine, folder)
-    with caplog.at_level(logging.ERROR, logger="weir.serve"):
+    with caplog.at_level(logging.ERROR, logger="weir.gitops"):
         await watcher.scan()
     assert [r.name for r in await engine.list()] == ["echo"]
     assert "spec.strategy.canary.steps[0].weight" in caplog.text and "broken.yaml" in caplog.text
-    # Unchanged files are not applied again.
+    # Unchanged files are not applied again; a touched file with the same policy changes nothing either.
+    await watcher.scan()
+    (folder / "echo.yaml").write_text(yaml.safe_dump(BASE) + "\n# touched\n")
     await watcher.scan()
     assert (await engine.get("echo")).revision == 1
-    # A changed file for an active rollout is refused (abort first), and said so.
+    for _ in range(3):
+        await engine.tick()
+    # A changed file updates the active rollout in place, as its next revision.
     changed = copy.deepcopy(BASE)
     changed["spec"]["strategy"]["canary"]["steps"] = [{"weight": 20}, {"weight": 100}]
     (folder / "echo.yaml").write_text(yaml.safe_dump(changed))
-    caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="weir.serve"):
+    with caplog.at_level(logging.INFO, logger="weir.gitops"):
         await watcher.scan()
-    assert "abort it first" in caplog.text
-    # Once the old rollout ended, the changed file becomes a new revision.
-    await engine.act("echo", "abort")
-    for _ in range(3):
-        await engine.tick()
-    assert (await engine.get("echo")).phase is Phase.ROLLED_BACK
-    (folder / "echo.yaml").write_text(yaml.safe_dump(changed) + "\n# touched\n")
-    await watcher.scan()
     rollout = await engine.get("echo")
-    assert rollout.revision == 2 and rollout.phase is Phase.PENDING
+    assert rollout.revision == 2 and rollout.phase is Phase.PROGRESSING and rollout.weight == 20
+    assert "updated in place (steps and strategy changed)" in caplog.text
+    # A file whose stable is not what is live is refused with the live version named.
+    stale = copy.deepcopy(changed)
+    stale["spec"]["stable"]["version"] = "v0"
+    (folder / "echo.yaml").write_text(yaml.safe_dump(stale))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="weir.gitops"):
+        await watcher.scan()
+    assert "serves 'v1'" in caplog.text and (await engine.get("echo")).revision == 2
 
 
 def test_loopback_detection():

@@ -31,7 +31,7 @@ from envoy_data_plane.envoy.type import v3 as type_v3
 
 from tests.conftest import require
 from xds.bootstrap import CONTROL_PLANE_CLUSTER, render_bootstrap
-from xds.routing import DesiredRouting, load_routing, parse_routing
+from xds.routing import DesiredRouting, RoutingError, load_routing, parse_routing
 from xds.translate import EnvoyResources, fractional_percent, listener_name, route_name, translate
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -162,9 +162,11 @@ def test_mirror_fraction(percent: float, numerator: int, denominator: int) -> No
     assert fractional_percent(percent).numerator == numerator
 
 
-def test_zero_percent_mirror_sends_nothing() -> None:
-    action = default_route(translate(routing(svc(mirror={"version": "v2", "percent": 0})))).route
+def test_no_mirror_sends_nothing_and_a_zero_percent_mirror_is_refused() -> None:
+    action = default_route(translate(routing(svc()))).route
     assert action.request_mirror_policies == []
+    with pytest.raises(RoutingError, match=r"mirror\.percent: must be greater than 0"):
+        routing(svc(mirror={"version": "v2", "percent": 0}))
 
 
 def test_sticky_header_hashes_the_weighted_choice() -> None:
@@ -238,7 +240,7 @@ def test_load_assignment_has_one_weighted_locality_and_endpoint_weights() -> Non
         (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value, e.load_balancing_weight)
         for e in locality.lb_endpoints
     ]
-    assert got == [("10.0.0.1", 8080, 3), ("10.0.0.2", 8080, None)]  # sorted by address
+    assert got == [("10.0.0.1", 8080, 3), ("10.0.0.2", 8080, 1)]  # sorted by address
 
 
 # --------------------------------------------------------------------------- determinism
@@ -251,7 +253,7 @@ def _all_bytes(out: EnvoyResources) -> list[bytes]:
 def test_same_input_gives_byte_identical_resources_whatever_the_service_order() -> None:
     services = [
         svc("a", stickyHeader="x-u", mirror={"version": "v2", "percent": 2.5}, headerRoutes=[{"header": "x", "exact": "1", "version": "v2"}]),
-        svc("b", domains=["b.example.com"], pathPrefix="/b", outlierDetection={}),
+        svc("b", domains=["b.example.com"], pathPrefix="/b", outlierDetection={"consecutive5xx": 5, "baseEjectionTime": "30s", "maxEjectionPercent": 10}),
         svc("c", port=10001, lbPolicy="round-robin"),
     ]
     reference = _all_bytes(translate(routing(*services), access_log_cluster="als"))
@@ -292,7 +294,7 @@ def test_real_envoy_accepts_the_translation(tmp_path: Path) -> None:
     out = translate(routing(
         svc("a", stickyHeader="x-user", mirror={"version": "v2", "percent": 12.5},
             headerRoutes=[{"header": "x-version", "exact": "v2", "version": "v2"}],
-            leastRequestChoiceCount=2, outlierDetection={}),
+            leastRequestChoiceCount=2, outlierDetection={"consecutive5xx": 5, "baseEjectionTime": "30s", "maxEjectionPercent": 10}),
         svc("b", pathPrefix="/b", lbPolicy="round-robin", split={"v1": 100, "v2": 0}),
         svc("c", domains=["c.example.com"], backends=[{"version": "v1", "endpoints": ["[::1]:80"]}], split={"v1": 100}),
         svc("d", port=10001),

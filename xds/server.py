@@ -42,6 +42,9 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # gRPC sets SO_REUSEPORT by default: a second server on the same port would
+    # start cleanly and share the proxies with the first. A port is ours alone.
+    ("grpc.so_reuseport", 0),
 )
 
 _CLOSED = object()
@@ -139,6 +142,10 @@ class AggregatedDiscoveryService:
         )
 
 
+class PortInUse(OSError):
+    """The xDS port is taken (or the address is not ours): refuse to start rather than share it."""
+
+
 class GcGovernor:
     """Keeps full garbage collections off the push path.
 
@@ -189,9 +196,16 @@ class XdsServer:
         raise_fd_limit()
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers([self.ads.handler(), *self._extra])
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot bind the xDS server to {host}:{port}")
+            raise PortInUse(
+                f"cannot listen for xDS on {address}: the address is in use or not local "
+                "(is another `weir serve` running? pick another port with --xds-port)"
+            )
         await server.start()
         self._server, self.port = server, bound
         self._gc_task = asyncio.create_task(self.gc.run(), name="weir-xds-gc")

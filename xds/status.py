@@ -55,6 +55,9 @@ class ProxyStatus:
     nacks: deque = field(default_factory=lambda: deque(maxlen=8))
     #: Filled by the stream: returns {type_url: {resource name: version}} of what was ACKed.
     acked_versions: Callable[[], Mapping[str, Mapping[str, str]]] = lambda: {}
+    #: Filled by the stream: the ACKed version of one resource (type_url, name), or None. O(1),
+    #: for per-service convergence checks that must not copy the proxy's whole state.
+    acked_version: Callable[[str, str], str | None] = lambda type_url, name: None
 
     def to_json(self) -> dict:
         acked = self.acked_versions()

@@ -84,6 +84,7 @@ class AdsStream:
         group, self.snapshot = self.cache.snapshot_for(self.node_group)
         self.status = ProxyStatus(node_id=node.id, node_cluster=node.cluster, protocol=self.protocol, peer=self.peer)
         self.status.acked_versions = self.acked_versions
+        self.status.acked_version = self.acked_version
         self.registry.connect(self.status, group)
         self.cache.watch(self)
 
@@ -94,6 +95,7 @@ class AdsStream:
             # disconnected proxies must not hold streams and snapshots alive.
             final = self.acked_versions()
             self.status.acked_versions = lambda: final
+            self.status.acked_version = lambda type_url, name: final.get(type_url, {}).get(name)
             self.registry.disconnect(self.status)
 
     def snapshot_changed(self, group: str, snapshot: Snapshot) -> None:
@@ -179,6 +181,11 @@ class AdsStream:
 
     def acked_versions(self) -> dict[str, dict[str, str]]:
         return {t: {n: r.version for n, r in (self._acked(t) or {}).items()} for t in PUSH_ORDER}
+
+    def acked_version(self, type_url: str, name: str) -> str | None:
+        held = self._acked(type_url)
+        res = held.get(name) if held is not None else None
+        return res.version if res is not None else None
 
     def _pump(self) -> None:
         raise NotImplementedError

@@ -242,7 +242,7 @@ def _service_routes(service: ServiceRouting) -> list[route_v3.Route]:
                 ],
             ),
             route=route_v3.RouteAction(
-                cluster=service.cluster_name(rule.version), timeout=_seconds(service.timeout_s)
+                cluster=service.cluster_name(rule.version), timeout=service.timeout
             ),
         )
         for i, rule in enumerate(service.header_routes)
@@ -265,7 +265,7 @@ def _split_action(service: ServiceRouting) -> route_v3.RouteAction:
     last means growing its weight only ever moves users onto it, never off it.
     """
     common = dict(
-        timeout=_seconds(service.timeout_s),
+        timeout=service.timeout,
         request_mirror_policies=_mirror_policies(service),
         hash_policy=_hash_policy(service),
     )
@@ -315,10 +315,6 @@ def _hash_policy(service: ServiceRouting) -> list[route_v3.RouteActionHashPolicy
     return [route_v3.RouteActionHashPolicy(header=route_v3.RouteActionHashPolicyHeader(header_name=service.sticky_header))]
 
 
-def _seconds(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
-
-
 # --------------------------------------------------------------------------- clusters and endpoints
 
 
@@ -334,7 +330,7 @@ def _cluster(service: ServiceRouting, name: str) -> cluster_v3.Cluster:
         od = service.outlier_detection
         extra["outlier_detection"] = cluster_v3.OutlierDetection(
             consecutive_5xx=od.consecutive_5xx,
-            base_ejection_time=_seconds(od.base_ejection_time_s),
+            base_ejection_time=od.base_ejection_time,
             max_ejection_percent=od.max_ejection_percent,
         )
     return cluster_v3.Cluster(

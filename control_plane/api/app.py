@@ -36,12 +36,12 @@ from policies.errors import describe, format_path
 from xds.routing import RoutingError
 from xds.status import StatusRegistry
 
+from ..errors import WeirError
+from ..rollouts.engine import Applied, Engine
+from ..rollouts.model import Rollout
 from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
-from ..rollouts.engine import Engine
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from ..rollouts.model import InvalidAction, Rollout, RolloutConflict, RolloutNotFound
-from ..store import StaleRollout
 
 log = logging.getLogger("weir.api")
 
@@ -321,7 +321,20 @@ def create_app(
         data["shadow"] = dataclasses.asdict(machine.shadow) if machine.shadow is not None else None
         data["steps"] = [dataclasses.asdict(s) for s in machine.steps]
         data["latest_verdict"] = engine.latest_verdicts.get(rollout.name)
+        status = engine.route_status.get(rollout.name)
+        data["routing"] = dataclasses.asdict(status) if status is not None and rollout.active else None
+        release = engine.release(rollout.service)
+        data["release"] = release.to_json() if release is not None else None
         return data
+
+    def applied_json(applied: Applied, service: str) -> dict[str, Any]:
+        """The rollout (as GET shows it) plus what applying did; only the latter when no rollout has that name."""
+        plan = applied.plan
+        outcome = {"applied": {"action": plan.action, "message": plan.message, "changes": list(plan.changes)}}
+        if applied.rollout is not None:
+            return {**detail_json(applied.rollout), **outcome}
+        release = engine.release(service)
+        return {**outcome, "release": release.to_json() if release is not None else None}
 
     def summary_json(rollout: Rollout) -> dict[str, Any]:
         data = rollout.to_json()
@@ -354,18 +367,28 @@ def create_app(
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     # -- rollouts --------------------------------------------------------------------------------
-    @app.post("/v1/rollouts", status_code=201, summary="Submit a policy: start a rollout", tags=["rollouts"],
-              openapi_extra=POLICY_BODY, responses=write_errors)
+    @app.post("/v1/rollouts", status_code=201, summary="Apply a policy: start, update or restart a rollout",
+              description="201 when a rollout was created; 200 when an active rollout was updated or restarted, "
+                          "or when nothing was to do (the same policy again, a canary that is already live). "
+                          "`applied.action` says which: create, replace, update, restart, unchanged, already-live.",
+              tags=["rollouts"], openapi_extra=POLICY_BODY, responses=write_errors)
     async def submit(request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         source = "request.json" if content_type == "application/json" or content_type.endswith("+json") else None
         # Parsing and validating a large document is CPU work: keep it off the event loop.
         policy = await asyncio.to_thread(parse_policy, text, source=source)
-        rollout = await engine.submit(policy)
-        log.info("%s submitted rollout %s (revision %d, service %s)", principal.name, rollout.name, rollout.revision,
-                 rollout.service)
-        return JSONResponse(detail_json(rollout), status_code=201, headers={"Location": f"/v1/rollouts/{rollout.name}"})
+        applied = await engine.apply(policy)
+        log.info("%s applied policy %s: %s (%s)", principal.name, policy.metadata.name, applied.plan.action,
+                 applied.plan.message)
+        headers = {"Location": f"/v1/rollouts/{applied.rollout.name}"} if applied.rollout is not None else None
+        return JSONResponse(applied_json(applied, policy.spec.service.name), status_code=201 if applied.created else 200,
+                            headers=headers)
+
+    @app.get("/v1/releases", summary="What is live per service: version, endpoints, the rollout that made it live",
+             tags=["rollouts"], responses=_responses(401, 403))
+    async def list_releases(_: Principal = Depends(viewer)):
+        return {"items": [r.to_json() for r in engine.releases()]}
 
     @app.get("/v1/rollouts", summary="List rollouts", tags=["rollouts"], responses=_responses(401, 403))
     async def list_rollouts(_: Principal = Depends(viewer)):
@@ -421,7 +444,7 @@ def create_app(
                              errors=_validation_errors(exc))
         try:
             rollout = await engine.act(name, "set-weight", weight=body.weight, actor=principal.name)
-        except RoutingError:
+        except WeirError:
             raise
         except ValueError as exc:  # the machine's own range check
             raise ApiProblem(422, "invalid-weight", str(exc), title="Invalid weight",
@@ -442,42 +465,29 @@ def create_app(
     return app
 
 
+def problem_for(exc: Exception) -> ApiProblem:
+    """The one mapping from Weir's error hierarchy to HTTP (status from the error's class)."""
+    if isinstance(exc, PolicyValidationError):
+        errors = [{"path": e.path, "message": e.message, "line": e.line} for e in exc.errors]
+        n = len(errors)
+        if isinstance(exc, RoutingError):
+            return ApiProblem(422, "routing-invalid",
+                              "the policy's routing cannot coexist with the other services; nothing was changed",
+                              title="Invalid routing", errors=errors)
+        return ApiProblem(422, "policy-invalid", f"the policy has {n} problem{'s' if n != 1 else ''}; nothing was changed",
+                          title="Invalid policy", errors=errors)
+    if isinstance(exc, WeirError):
+        details = dict(exc.details)
+        path = details.pop("path", None)
+        errors = [{"path": path, "message": str(exc), "line": None}] if path else None
+        return ApiProblem(type(exc).status, type(exc).kind, str(exc), title=type(exc).title, errors=errors, **details)
+    return ApiProblem(500, "internal", "internal error; the control plane log has details")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def on_problem(request: Request, exc: ApiProblem):
         return problem_response(request, exc)
-
-    @app.exception_handler(PolicyValidationError)
-    async def on_policy(request: Request, exc: PolicyValidationError):
-        errors = [{"path": e.path, "message": e.message, "line": e.line} for e in exc.errors]
-        n = len(errors)
-        return problem_response(request, ApiProblem(
-            422, "policy-invalid", f"the policy has {n} problem{'s' if n != 1 else ''}; nothing was changed",
-            title="Invalid policy", errors=errors))
-
-    @app.exception_handler(RoutingError)
-    async def on_routing(request: Request, exc: RoutingError):
-        errors = [{"path": e.path, "message": e.message, "line": None} for e in exc.errors]
-        return problem_response(request, ApiProblem(
-            422, "routing-invalid", "the policy's routing cannot coexist with the other rollouts; nothing was changed",
-            title="Invalid routing", errors=errors))
-
-    @app.exception_handler(RolloutConflict)
-    async def on_conflict(request: Request, exc: RolloutConflict):
-        return problem_response(request, ApiProblem(409, "rollout-conflict", str(exc), title="Rollout conflict"))
-
-    @app.exception_handler(InvalidAction)
-    async def on_invalid_action(request: Request, exc: InvalidAction):
-        return problem_response(request, ApiProblem(409, "invalid-action", str(exc), title="Action not allowed now",
-                                                    action=exc.action, phase=exc.phase.value))
-
-    @app.exception_handler(StaleRollout)
-    async def on_stale(request: Request, exc: StaleRollout):
-        return problem_response(request, ApiProblem(409, "concurrent-change", f"{exc}; try again"))
-
-    @app.exception_handler(RolloutNotFound)
-    async def on_not_found(request: Request, exc: RolloutNotFound):
-        return problem_response(request, ApiProblem(404, "rollout-not-found", str(exc), title="Rollout not found"))
 
     @app.exception_handler(RequestValidationError)
     async def on_request_invalid(request: Request, exc: RequestValidationError):
@@ -493,11 +503,15 @@ def _install_error_handlers(app: FastAPI) -> None:
             detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
         return problem_response(request, ApiProblem(status, "about:blank", detail, headers=exc.headers))
 
+    @app.exception_handler(WeirError)
+    @app.exception_handler(PolicyValidationError)
+    async def on_weir_error(request: Request, exc: Exception):
+        return problem_response(request, problem_for(exc))
+
     @app.exception_handler(Exception)
     async def on_error(request: Request, exc: Exception):
-        # Starlette re-raises after this answer, so the server logs the traceback once.
-        return problem_response(request, ApiProblem(500, "internal",
-                                                    "internal error; the control plane log has details"))
+        # A bug: Starlette re-raises after this answer, so the server logs the traceback once.
+        return problem_response(request, problem_for(exc))
 
 
 __all__ = ["ACTIONS", "ApiProblem", "BodyLimitMiddleware", "PROBLEM_JSON", "create_app"]

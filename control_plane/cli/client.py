@@ -108,13 +108,16 @@ class WeirClient:
 
     # -- rollouts -------------------------------------------------------------------------------
     def apply(self, text: str, *, json_body: bool = False) -> dict[str, Any]:
-        """Submit a policy (YAML, or JSON when json_body) and return the new rollout."""
+        """Apply a policy (YAML, or JSON when json_body): ``{"applied": {action, message, changes}, "rollout", "release"}``."""
         content_type = "application/json" if json_body else "application/yaml"
         return self._request("POST", "/v1/rollouts", content=text.encode("utf-8"),
                              headers={"Content-Type": content_type})
 
     def list(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/rollouts")["items"]
+
+    def releases(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/releases")["items"]
 
     def get(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/rollouts/{_segment(name)}")

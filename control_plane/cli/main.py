@@ -224,12 +224,17 @@ def _cmd_apply(client, args: argparse.Namespace, out: TextIO) -> int:
             print(f"error: {args.file}: cannot read: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
             return 1
         is_json = path.suffix.lower() == ".json"
-    rollout = client.apply(text, json_body=is_json)
+    result = client.apply(text, json_body=is_json)
     if args.output:
-        _dump(rollout, args.output, out)
-    else:
-        print(f"rollout/{rollout['name']} created (revision {rollout['revision']}, service {rollout['service']}, "
-              f"{rollout['stable_version']} -> {rollout['canary_version']}): {rollout['phase']}", file=out)
+        _dump(result, args.output, out)
+        return 0
+    applied, rollout = result["applied"], (result if "name" in result else None)
+    if rollout is None:
+        print(f"{applied['action']}: {applied['message']}", file=out)
+        return 0
+    print(f"rollout/{rollout['name']} {applied['action']}: {applied['message']} "
+          f"(revision {rollout['revision']}, {rollout['stable_version']} -> {rollout['canary_version']}, "
+          f"{rollout['phase']})", file=out)
     return 0
 
 
@@ -308,6 +313,11 @@ def _cmd_describe(client, args: argparse.Namespace, out: TextIO) -> int:
     if r.get("deadline_at"):
         p(f"Deadline:    {_clock(r['deadline_at'])}")
     p(f"Message:     {r.get('message', '')}")
+    if r.get("routing"):
+        p(f"Routing:     {r['routing']['state']}: {r['routing']['detail']}")
+    if r.get("release"):
+        rel = r["release"]
+        p(f"Live:        {rel['version']} on {', '.join(rel['endpoints'])}")
     p()
     p("Steps:")
     shadow, steps, current = r.get("shadow"), r.get("steps") or [], r.get("step", -1)
@@ -505,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("file", metavar="FILE")
     t.set_defaults(func=_cmd_tokens_check)
 
-    p = sub.add_parser("apply", help="submit a rollout policy (starts a rollout)", parents=[conn])
+    p = sub.add_parser("apply", help="apply a rollout policy: start, update or restart its rollout (nothing if unchanged)",
+                       parents=[conn])
     p.add_argument("-f", "--file", required=True, metavar="FILE", help="policy YAML or JSON file ('-' for stdin)")
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_apply))

@@ -1,91 +1,126 @@
-"""Rollouts -> desired routing per proxy group (the engine's only output to xds).
+"""Releases and rollouts -> each service's desired routing (the engine's only output to a router).
 
-Each service's latest rollout decides its routing, whatever its phase: an
-active one splits and mirrors as its step says, a succeeded one sends every
-request to the canary, a rolled-back, failed or pending one to stable.
-Services without a proxyGroup are served by every proxy, so every group's
-routing carries them too.
+Pure. A service's routing comes from its active rollout when it has one (the
+policy's service settings; stable = the live release's endpoints, canary =
+the policy's; the split, mirror and header routes of the rollout's phase and
+step) and from its release otherwise (all traffic to the live version).
+
+The routing is built from the typed policy models with ``model_construct``:
+every value was validated once, by the policy's own field types, which the
+routing model shares (:mod:`policies.fields`), so nothing is validated twice
+and nothing can disagree. A property test checks that what is built here is
+a valid :class:`~xds.routing.ServiceRouting` for every valid policy and phase.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
 
-from policies import RolloutPolicy
+from policies import LoadBalancing, RolloutPolicy, Service, parse_endpoint
+from policies.endpoints import Endpoint
 from xds.cache import DEFAULT_GROUP
-from xds.routing import DesiredRouting, parse_routing
+from xds.routing import Backend, HeaderRoute, Mirror, ServiceRouting
 
-from .model import Phase, Rollout
+from .model import Phase, Release, Rollout
+
+__all__ = ["LB_POLICIES", "ReleaseSettings", "release_settings", "routing_of_release", "routing_of_rollout", "SPLITTING"]
 
 #: Contract policy names -> the LB policies the xDS layer programs today.
 #: latency-aware balancing is programmed as least-request until the
 #: latency-aware balancer lands (it is a refinement of least-request).
 LB_POLICIES = {"round-robin": "round-robin", "least-request": "least-request", "latency-aware": "least-request"}
 
-
-def _endpoints(version_spec) -> list[str]:
-    out = []
-    for ep in version_spec.endpoints:
-        text = f"{ep.host}:{ep.port}"
-        if ep.weight is not None:
-            text += f"@{ep.weight}"
-        out.append(text)
-    return out
+#: Phases in which a rollout's step decides the split.
+SPLITTING = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.HOLDING})
 
 
-def service_routing(rollout: Rollout, policy: RolloutPolicy) -> dict:
-    """The desired-routing entry (routing-file form) of one rollout's service."""
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """A release's routing settings as typed models (parsed once when the release is read)."""
+
+    service: Service
+    load_balancing: LoadBalancing
+
+    @classmethod
+    def from_release(cls, release: Release) -> "ReleaseSettings":
+        return cls(
+            Service.model_validate(release.settings["service"]),
+            LoadBalancing.model_validate(release.settings.get("loadBalancing", {})),
+        )
+
+
+def release_settings(policy: RolloutPolicy) -> dict:
+    """The settings a release keeps from the policy that made it live (JSON form)."""
     spec = policy.spec
-    stable, canary = spec.stable.version, spec.canary.version
-    splitting = rollout.phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.HOLDING, Phase.SHADOWING)
-    if rollout.phase is Phase.SUCCEEDED:
-        weight = 100
-    elif splitting:
-        weight = rollout.weight
-    else:
-        weight = 0
-    svc: dict = {
-        "name": spec.service.name,
-        "port": spec.service.port,
-        "domains": list(spec.service.domains),
-        "pathPrefix": spec.service.path_prefix,
-        "timeout": spec.service.timeout.total_seconds(),
-        "backends": [
-            {"version": stable, "endpoints": _endpoints(spec.stable)},
-            {"version": canary, "endpoints": _endpoints(spec.canary)},
-        ],
-        "split": {stable: 100 - weight, canary: weight},
-        "lbPolicy": LB_POLICIES[spec.load_balancing.policy],
+    return {
+        "service": spec.service.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "loadBalancing": spec.load_balancing.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
-    od = spec.load_balancing.outlier_detection
-    if od is not None:
-        svc["outlierDetection"] = {
-            "consecutive5xx": od.consecutive_5xx,
-            "baseEjectionTime": od.base_ejection_time.total_seconds(),
-            "maxEjectionPercent": od.max_ejection_percent,
-        }
+
+
+def _endpoints(texts: list[str]) -> list[Endpoint]:
+    return [parse_endpoint(t) for t in texts]
+
+
+def _service_routing(
+    service: Service,
+    load_balancing: LoadBalancing,
+    backends: list[Backend],
+    split: dict[str, int],
+    *,
+    mirror: Mirror | None = None,
+    header_routes: list[HeaderRoute] | None = None,
+    sticky_header: str | None = None,
+) -> ServiceRouting:
+    return ServiceRouting.model_construct(
+        name=service.name,
+        port=service.port,
+        domains=list(service.domains),
+        path_prefix=service.path_prefix,
+        timeout=service.timeout,
+        backends=backends,
+        split=split,
+        header_routes=header_routes or [],
+        sticky_header=sticky_header,
+        mirror=mirror,
+        lb_policy=LB_POLICIES[load_balancing.policy],
+        least_request_choice_count=None,
+        outlier_detection=load_balancing.outlier_detection,
+    )
+
+
+def routing_of_release(release: Release, settings: ReleaseSettings | None = None) -> ServiceRouting:
+    """All live traffic to the release's version."""
+    settings = settings or ReleaseSettings.from_release(release)
+    backend = Backend.model_construct(version=release.version, endpoints=_endpoints(release.endpoints))
+    return _service_routing(settings.service, settings.load_balancing, [backend], {release.version: 100})
+
+
+def routing_of_rollout(rollout: Rollout, policy: RolloutPolicy, release: Release) -> ServiceRouting:
+    """An active rollout's routing: stable (the live release) and canary, split as its phase and step say."""
+    spec = policy.spec
+    stable = Backend.model_construct(version=release.version, endpoints=_endpoints(release.endpoints))
+    canary = Backend.model_construct(version=spec.canary.version, endpoints=list(spec.canary.endpoints))
+    splitting = rollout.phase in SPLITTING
+    weight = rollout.weight if splitting else 0
+    mirror = None
     if splitting and rollout.mirror > 0:
-        svc["mirror"] = {"version": canary, "percent": rollout.mirror}
+        mirror = Mirror.model_construct(version=spec.canary.version, percent=rollout.mirror)
+    routes: list[HeaderRoute] = []
     if splitting and rollout.step >= 0 and rollout.phase is not Phase.SHADOWING:
-        svc["headerRoutes"] = [{"header": m.header.name, "exact": m.header.exact, "version": canary} for m in spec.strategy.match]
-    if spec.strategy.stickiness is not None:
-        svc["stickyHeader"] = spec.strategy.stickiness.header
-    return svc
+        routes = [
+            HeaderRoute.model_construct(header=m.header.name, exact=m.header.exact, version=spec.canary.version)
+            for m in spec.strategy.match
+        ]
+    sticky = spec.strategy.stickiness.header if spec.strategy.stickiness is not None else None
+    return _service_routing(
+        spec.service, spec.load_balancing, [stable, canary],
+        {release.version: 100 - weight, spec.canary.version: weight},
+        mirror=mirror, header_routes=routes, sticky_header=sticky,
+    )
 
 
-def desired_by_group(
-    rollouts: Iterable[tuple[Rollout, RolloutPolicy]], listen_address: str = "0.0.0.0"
-) -> dict[str, DesiredRouting]:
-    """Desired routing for the default group and every named proxy group."""
-    shared: list[dict] = []
-    by_group: dict[str, list[dict]] = {}
-    for rollout, policy in sorted(rollouts, key=lambda rp: rp[0].service):
-        entry = service_routing(rollout, policy)
-        if rollout.group == DEFAULT_GROUP:
-            shared.append(entry)
-        else:
-            by_group.setdefault(rollout.group, []).append(entry)
-    out = {DEFAULT_GROUP: parse_routing({"listenAddress": listen_address, "services": shared})}
-    for group, entries in by_group.items():
-        out[group] = parse_routing({"listenAddress": listen_address, "services": shared + entries})
-    return out
+def group_of(policy: RolloutPolicy | None, release: Release | None) -> str:
+    if policy is not None:
+        return policy.spec.proxy_group or DEFAULT_GROUP
+    return release.group if release is not None else DEFAULT_GROUP

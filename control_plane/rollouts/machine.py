@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from policies import RolloutPolicy
 
+from .desired import SPLITTING
 from .model import ACTIVE, Event, InvalidAction, Phase, Rollout
 
 #: Canary samples a step needs before a pass counts, when the policy gives none.
@@ -110,9 +111,12 @@ class RolloutMachine:
         if verdict is not None:
             changes["verdict"] = verdict
         after = dataclasses.replace(before, updated_at=now, message=reason, **changes)
-        routing_changed = (after.weight, after.mirror) != (before.weight, before.mirror)
+        routing_changed = (after.weight, after.mirror, after.phase in SPLITTING) != (
+            before.weight, before.mirror, before.phase in SPLITTING)
         if routing_changed:
             after.converged_at = None
+        if after.converged_at is None and before.converged_at is not None:
+            after.segment += 1  # the samples of this step restart; its judge continues
         decision = Decision(after, [self._event(before, after, kind, reason, now, verdict)], publish=routing_changed)
         return decision
 
@@ -234,6 +238,66 @@ class RolloutMachine:
             phase=Phase.ROLLING_BACK, weight=0, mirror=0.0, gate=None, weight_override=None,
         )
 
+    # -- new revisions of the policy ------------------------------------------------------------
+    def revise(self, rollout: Rollout, *, policy_json: dict, digest: str, changes: tuple[str, ...], reason: str,
+               now: float) -> Decision:
+        """An active rollout takes a changed policy (``self.policy``) in place, as its next revision.
+
+        The current step is kept where it still exists (its weight follows the
+        new policy unless an operator set one); a step that no longer exists
+        moves the rollout to the new last step; a removed shadow phase moves
+        it to the first step. Changed analysis starts the current step's test
+        again (a new analysis run); anything else keeps the test going.
+        """
+        base = dataclasses.replace(
+            rollout, policy=policy_json, policy_hash=digest, revision=rollout.revision + 1,
+            analysis_run=rollout.analysis_run + (1 if "analysis" in changes else 0),
+        )
+        deadline = self.policy.spec.deadline
+        if "deadline" in changes and rollout.phase is not Phase.PENDING:
+            base.deadline_at = (rollout.created_at + deadline.total_seconds()) if deadline else None
+        where = None
+        if rollout.phase is Phase.PENDING:
+            decision = self._decide(base, now, "revised", reason)
+        elif rollout.step == -1 and self.shadow is None and rollout.phase in (Phase.SHADOWING, Phase.PAUSED, Phase.HOLDING):
+            decision = self.enter_step(base, 0, now, why=f"{reason}; the shadow phase was removed")
+        elif rollout.step == -1 and self.shadow is not None and rollout.phase in SPLITTING:
+            decision = self._decide(base, now, "revised", reason, mirror=self.shadow.mirror)
+        elif rollout.step >= len(self.steps):
+            decision = self.enter_step(base, len(self.steps) - 1, now, why=f"{reason}; step {rollout.step + 1} no longer exists")
+        elif rollout.step >= 0:
+            step = self.steps[rollout.step]
+            if step.kind == "pause" and rollout.gate != GATE_PAUSE_STEP and rollout.phase in (Phase.PROGRESSING, Phase.HOLDING):
+                decision = self.enter_step(base, rollout.step, now, why=f"{reason}; step {rollout.step + 1} is now a manual gate")
+            elif step.kind == "weight" and rollout.gate == GATE_PAUSE_STEP:
+                decision = self.enter_step(dataclasses.replace(base, gate=None), rollout.step, now,
+                                           why=f"{reason}; step {rollout.step + 1} is no longer a manual gate")
+            else:
+                changes_: dict[str, Any] = {}
+                if step.kind == "weight" and rollout.weight_override is None and rollout.phase in SPLITTING and rollout.gate is None:
+                    changes_["weight"] = step.weight
+                    if step.weight >= 100:
+                        return self.enter_step(base, rollout.step, now, why=reason)
+                where = f"; staying at step {rollout.step + 1}"
+                decision = self._decide(base, now, "revised", reason + where, **changes_)
+        else:
+            decision = self._decide(base, now, "revised", reason)
+        if "analysis" in changes and decision.rollout.converged_at is not None:
+            decision.rollout.step_started_at = now
+        return decision
+
+    def restart(self, rollout: Rollout, *, policy_json: dict, digest: str, canary_version: str, stable_version: str,
+                reason: str, now: float) -> Decision:
+        """The canary changed (version or endpoints): start again from the first step, as the next revision."""
+        base = dataclasses.replace(
+            rollout, policy=policy_json, policy_hash=digest, revision=rollout.revision + 1,
+            canary_version=canary_version, stable_version=stable_version, analysis_run=rollout.analysis_run + 1,
+        )
+        return self._decide(
+            base, now, "restarted", reason, phase=Phase.PENDING, step=-1, weight=0, mirror=0.0, weight_override=None,
+            gate=None, verdict=None, step_started_at=None, deadline_at=None, converged_at=None,
+        )
+
     # -- operator actions -------------------------------------------------------------
     def act(self, rollout: Rollout, action: str, now: float, weight: int | None = None) -> Decision:
         """pause | resume | promote | abort | retry | set-weight. Idempotent; 409 when invalid."""
@@ -287,7 +351,8 @@ class RolloutMachine:
             return self._decide(
                 rollout, now, "action", "retry requested: starting again from the first step",
                 phase=Phase.PENDING, step=-1, weight=0, mirror=0.0, weight_override=None, gate=None,
-                verdict=None, step_started_at=None, deadline_at=None,
+                verdict=None, step_started_at=None, deadline_at=None, converged_at=None,
+                analysis_run=rollout.analysis_run + 1,
             )
         if action == "set-weight":
             if weight is None or not 0 <= weight <= 100:

@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import Conflict, NotFound
+
 
 class Phase(str, enum.Enum):
     PENDING = "Pending"
@@ -46,24 +48,34 @@ ACTIVE = frozenset(Phase) - TERMINAL
 ACTIONS = ("pause", "resume", "promote", "abort", "retry", "set-weight")
 
 
-class InvalidAction(Exception):
-    """An action that the rollout's current phase does not allow (HTTP 409)."""
+class InvalidAction(Conflict):
+    """An action that the rollout's current phase does not allow."""
+
+    kind = "invalid-action"
+    title = "Action not allowed now"
 
     def __init__(self, action: str, phase: Phase, hint: str = ""):
         self.action, self.phase = action, phase
         message = f"cannot {action} a rollout that is {phase.value}"
-        super().__init__(f"{message}: {hint}" if hint else message)
+        super().__init__(f"{message}: {hint}" if hint else message, action=action, phase=phase.value)
 
 
-class RolloutConflict(Exception):
-    """A second active rollout for one service (HTTP 409)."""
+class RolloutConflict(Conflict):
+    """The policy cannot be applied in the current state (another active rollout, a version that is not live)."""
+
+    kind = "rollout-conflict"
+    title = "Rollout conflict"
 
 
-class RolloutNotFound(KeyError):
-    """No rollout of that name (HTTP 404)."""
+class RolloutNotFound(NotFound):
+    """No rollout of that name."""
 
-    def __str__(self) -> str:
-        return f"no rollout named {self.args[0]!r}"
+    kind = "rollout-not-found"
+    title = "Rollout not found"
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"no rollout named {name!r}")
 
 
 @dataclass
@@ -92,6 +104,8 @@ class Rollout:
     verdict: dict[str, Any] | None = None  # the latest verdict (outcome, reason, evidence)
     gate: str | None = None  # a webhook gate holding the rollout, e.g. "confirm-promotion"
     generation: int = 0  # bumped by every stored change (optimistic concurrency)
+    analysis_run: int = 1  # bumped when the analysis must start over (new canary, retry, changed analysis)
+    segment: int = 0  # bumped when a step's samples restart (restart, resume, set-weight): the judge continues
 
     @property
     def active(self) -> bool:
@@ -108,6 +122,36 @@ class Rollout:
         data = dict(data)
         data.pop("active", None)
         data["phase"] = Phase(data["phase"])
+        return cls(**data)
+
+
+@dataclass
+class Release:
+    """What serves a service's live traffic when no rollout splits it.
+
+    Weir keeps one per service: the live version, where it runs, and the
+    service's routing settings (the ``spec.service``, ``spec.loadBalancing``
+    and ``spec.proxyGroup`` of the policy that made it live). A rollout moves a
+    service from its release to a new one; the release changes only when a
+    rollout succeeds (or a policy updates the live version's endpoints), in the
+    same transaction as the decision.
+    """
+
+    service: str
+    group: str
+    version: str
+    endpoints: list[str]  # "host:port[@weight]", the policy form
+    settings: dict[str, Any]  # {"service": ..., "loadBalancing": ...} in the policy's JSON form
+    rollout: str | None = None  # the rollout that made it live; None: declared as stable by the first policy
+    revision: int = 0  # that rollout's revision
+    updated_at: float = field(default_factory=time.time)
+    generation: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Release":
         return cls(**data)
 
 

@@ -1,5 +1,6 @@
 """Where rollouts, their events, releases and judge state live (SQLite by default)."""
 
-from .sqlite import SQLiteStore, StaleRollout, Store
+from .protocol import StaleRollout, Store
+from .sqlite import SQLiteStore
 
 __all__ = ["SQLiteStore", "StaleRollout", "Store"]

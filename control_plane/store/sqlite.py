@@ -1,11 +1,11 @@
-"""Where rollouts and their events live: one interface, SQLite by default.
+"""The default store: one SQLite file (WAL mode), written from one thread.
 
-Every change is one transaction that updates the rollout row and appends its
-event rows, guarded by the rollout's generation (optimistic concurrency), so
-a crash leaves either the whole transition or none of it. SQLite runs in WAL
-mode on its own thread: the asyncio loop never blocks on the disk. An
-etcd-backed store for several control-plane replicas implements the same
-:class:`Store` protocol.
+Every change is one transaction that updates the rollout row, appends its
+event rows and, when the decision moves the live version, writes the
+service's release, guarded by the rollout's generation (optimistic
+concurrency): a crash leaves either the whole transition or none of it.
+Judge state is saved per (rollout, analysis run, step) after every look.
+SQLite runs on its own thread: the asyncio loop never blocks on the disk.
 """
 
 from __future__ import annotations
@@ -13,24 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
-from ..rollouts.model import ACTIVE, Event, Rollout, RolloutConflict, RolloutNotFound
-
-
-class StaleRollout(Exception):
-    """The rollout changed since it was read (another writer won)."""
-
-
-class Store(Protocol):
-    async def create(self, rollout: Rollout, events: list[Event]) -> Rollout: ...
-    async def update(self, rollout: Rollout, events: list[Event]) -> Rollout: ...
-    async def get(self, name: str) -> Rollout: ...
-    async def list(self) -> list[Rollout]: ...
-    async def events(self, name: str, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...
-    async def close(self) -> None: ...
+from ..rollouts.model import ACTIVE, Event, Release, Rollout, RolloutConflict, RolloutNotFound
+from .protocol import StaleRollout
 
 
 _SCHEMA = """
@@ -50,11 +39,23 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_rollout ON events(rollout, seq);
+CREATE TABLE IF NOT EXISTS releases (
+    service TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS judge_states (
+    rollout TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    at REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (rollout, run, step)
+);
 """
 
 
 class SQLiteStore:
-    """The default store: one SQLite file in WAL mode, written from one thread."""
+    """The default store for one replica (see the module docstring)."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -88,7 +89,14 @@ class SQLiteStore:
             )
             event.seq = cur.lastrowid
 
-    def _create(self, rollout: Rollout, events: list[Event]) -> Rollout:
+    @staticmethod
+    def _write_release(conn: sqlite3.Connection, release: Release | None) -> None:
+        if release is not None:
+            release.generation += 1
+            conn.execute("INSERT OR REPLACE INTO releases(service, data) VALUES (?, ?)",
+                         (release.service, json.dumps(release.to_json())))
+
+    def _create(self, rollout: Rollout, events: list[Event], release: Release | None) -> Rollout:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -112,13 +120,14 @@ class SQLiteStore:
                 (rollout.name, rollout.service, int(rollout.active), rollout.generation, json.dumps(rollout.to_json())),
             )
             self._insert_events(conn, events)
+            self._write_release(conn, release)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return rollout
 
-    def _update(self, rollout: Rollout, events: list[Event]) -> Rollout:
+    def _update(self, rollout: Rollout, events: list[Event], release: Release | None) -> Rollout:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -134,6 +143,7 @@ class SQLiteStore:
             if cur.rowcount != 1:
                 raise StaleRollout(f"rollout {rollout.name!r} changed concurrently (generation {expected})")
             self._insert_events(conn, events)
+            self._write_release(conn, release)
             conn.execute("COMMIT")
         except BaseException:
             rollout.generation = expected
@@ -141,11 +151,20 @@ class SQLiteStore:
             raise
         return rollout
 
-    async def create(self, rollout: Rollout, events: list[Event]) -> Rollout:
-        return await self._run(self._create, rollout, events)
+    async def create(self, rollout: Rollout, events: list[Event], *, release: Release | None = None) -> Rollout:
+        return await self._run(self._create, rollout, events, release)
 
-    async def update(self, rollout: Rollout, events: list[Event]) -> Rollout:
-        return await self._run(self._update, rollout, events)
+    async def update(self, rollout: Rollout, events: list[Event], *, release: Release | None = None) -> Rollout:
+        return await self._run(self._update, rollout, events, release)
+
+    def _save_judge_state(self, rollout: str, run: int, step: int, state: dict[str, Any]) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO judge_states(rollout, run, step, at, data) VALUES (?, ?, ?, ?, ?)",
+            (rollout, run, step, time.time(), json.dumps(state)),
+        )
+
+    async def save_judge_state(self, rollout: str, run: int, step: int, state: dict[str, Any]) -> None:
+        await self._run(self._save_judge_state, rollout, run, step, state)
 
     # -- reads -------------------------------------------------------------------------
     def _get(self, name: str) -> Rollout:
@@ -158,10 +177,34 @@ class SQLiteStore:
         rows = self._conn.execute("SELECT data FROM rollouts ORDER BY name").fetchall()
         return [Rollout.from_json(json.loads(r[0])) for r in rows]
 
-    def _events(self, name: str, after_seq: int, limit: int) -> list[Event]:
-        rows = self._conn.execute(
-            "SELECT seq, data FROM events WHERE rollout = ? AND seq > ? ORDER BY seq LIMIT ?", (name, after_seq, limit)
-        ).fetchall()
+    def _judge_state(self, rollout: str, run: int, step: int) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT data FROM judge_states WHERE rollout = ? AND run = ? AND step = ?", (rollout, run, step)
+        ).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    async def judge_state(self, rollout: str, run: int, step: int) -> dict[str, Any] | None:
+        return await self._run(self._judge_state, rollout, run, step)
+
+    def _releases(self) -> list[Release]:
+        rows = self._conn.execute("SELECT data FROM releases ORDER BY service").fetchall()
+        return [Release.from_json(json.loads(r[0])) for r in rows]
+
+    async def releases(self) -> list[Release]:
+        return await self._run(self._releases)
+
+    async def release(self, service: str) -> Release | None:
+        return next((r for r in await self.releases() if r.service == service), None)
+
+    def _events(self, name: str | None, after_seq: int, limit: int) -> list[Event]:
+        if name is None:
+            rows = self._conn.execute(
+                "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+        else:
+            rows = self._conn.execute(
+                "SELECT seq, data FROM events WHERE rollout = ? AND seq > ? ORDER BY seq LIMIT ?", (name, after_seq, limit)
+            ).fetchall()
         out = []
         for seq, data in rows:
             event = Event(**json.loads(data))
@@ -180,6 +223,10 @@ class SQLiteStore:
 
     async def events(self, name: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         return await self._run(self._events, name, after_seq, limit)
+
+    async def all_events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Every rollout's events in global order: the feed for watchers (dashboard, replicas)."""
+        return await self._run(self._events, None, after_seq, limit)
 
     async def close(self) -> None:
         """Close the database; safe to call twice."""

