@@ -46,6 +46,14 @@ def test_delta_bootstrap_with_a_dns_name_and_custom_admin() -> None:
     assert config["admin"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 19000}
 
 
+def test_a_host_name_prefers_ipv4() -> None:
+    """localhost must not resolve to ::1 while Weir listens on 127.0.0.1 (Envoy would silently never connect)."""
+    cluster = render_bootstrap("gw-1", "gw", "localhost", 18000)["static_resources"]["clusters"][0]
+    assert cluster["type"] == "STRICT_DNS" and cluster["dns_lookup_family"] == "V4_PREFERRED"
+    static = render_bootstrap("gw-1", "gw", "127.0.0.1", 18000)["static_resources"]["clusters"][0]
+    assert "dns_lookup_family" not in static
+
+
 def test_ipv6_control_plane_is_static() -> None:
     assert render_bootstrap("p", "c", "::1", 18000)["static_resources"]["clusters"][0]["type"] == "STATIC"
 

@@ -95,3 +95,41 @@ def test_analyzer_flag():
         build_analyzer("magic")
     assert type(build_analyzer("sources")).__name__ == "SourceAnalyzer"
     assert type(build_analyzer("none")).__name__ == "NoEvidenceAnalyzer"
+
+
+async def test_a_taken_xds_port_is_refused_at_once():
+    """Defect: gRPC's SO_REUSEPORT let a second server bind a running one's port and start cleanly."""
+    from xds.server import PortInUse, XdsServer
+
+    first = XdsServer()
+    port = await first.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(PortInUse, match="is another `weir serve` running"):
+            await XdsServer().start("127.0.0.1", port)
+    finally:
+        await first.stop()
+
+
+def _serve_args(tmp_path, **overrides):
+    args = dict(api_host="127.0.0.1", api_port=0, xds_host="127.0.0.1", xds_port=0, db=str(tmp_path / "w.db"),
+                tokens=None, policies=None, listen_address="127.0.0.1", allow_remote=False, tick=1.0, analyzer="none")
+    args.update(overrides)
+    return argparse.Namespace(**args)
+
+
+@pytest.mark.parametrize("which", ["api_port", "xds_port"])
+def test_serve_fails_on_a_taken_port_before_saying_it_runs(tmp_path, capsys, which):
+    import socket
+
+    from control_plane.cli.serve import main
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        assert main(_serve_args(tmp_path, **{which: taken.getsockname()[1]})) == 1
+    finally:
+        taken.close()
+    captured = capsys.readouterr()
+    assert "weir: xDS on" not in captured.out  # no success line
+    assert "is another `weir serve` running?" in captured.err

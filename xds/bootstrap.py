@@ -69,8 +69,14 @@ def _dynamic_resources(delta: bool) -> dict[str, Any]:
 
 
 def _control_plane_cluster(host: str, port: int) -> dict[str, Any]:
-    """HTTP/2 (gRPC) cluster to Weir; STATIC for an IP, STRICT_DNS for a name."""
-    return {
+    """HTTP/2 (gRPC) cluster to Weir; STATIC for an IP, STRICT_DNS for a name.
+
+    For a name, IPv4 is preferred: Envoy's default (AUTO) picks ``::1`` for
+    ``localhost`` while Weir listens on 127.0.0.1 by default, and the failed
+    connections are logged below warning level, so the proxy silently never
+    connects. A name with only IPv6 addresses still works (V4_PREFERRED falls back).
+    """
+    cluster: dict[str, Any] = {
         "name": CONTROL_PLANE_CLUSTER,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "1s",
@@ -85,6 +91,9 @@ def _control_plane_cluster(host: str, port: int) -> dict[str, Any]:
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
         },
     }
+    if not _is_ip(host):
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
