@@ -23,6 +23,7 @@ import h2.config
 import h2.connection
 import h2.events
 import httpx
+import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from scipy.stats import binom
@@ -314,8 +315,6 @@ async def test_grpc_real_method_paths_with_upstream_messages(serve):
             assert labels.contents.int64_contents[i] == expected.index(max(expected))
 
         # Triton-style raw tensors: raw in, raw out.
-        import numpy as np
-
         raw_request = m["ModelInferRequest"](model_name="sentiment")
         raw_request.inputs.add(name="input-0", datatype="FP32", shape=[5, 4])
         raw_request.raw_input_contents.append(np.asarray(rows, dtype="<f4").tobytes())
@@ -505,6 +504,25 @@ async def test_time_to_first_chunk_shift_is_visible_in_chunk_arrivals(serve):
     assert 0.3 <= chunks[0] < 0.3 + 0.5
 
 
+async def test_a_client_leaving_mid_stream_frees_its_slot(serve):
+    """The queue-depth gauges must not leak: a stream cut by its client ends (as 499) and frees its slot."""
+    server = await serve(token_ms=200, tokens=20, max_concurrency=2)
+    body = json.dumps({"messages": [{"role": "user", "content": "x"}], "stream": True}).encode()
+    for defer in (False, True):
+        server.set_knobs(defer_headers=defer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports.rest)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n" % len(body) + body)
+        assert b"data: " in await reader.readuntil(b"\n\n")
+        assert server.stats()["running"] == 1
+        writer.close()
+        deadline = time.monotonic() + 5
+        while server.stats()["running"]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    assert server.stats()["kinds"]["chat"]["statuses"] == {"499": 2}
+
+
 # -- knobs: statistics, regression, keep-alive, readiness, admin --------------------------
 
 
@@ -638,8 +656,8 @@ async def test_keep_alive_timeout_closes_idle_connections(serve):
 
 async def test_readiness_knobs(serve):
     server = await serve(ready_after_s=0.8)
-    infer = m_infer = oip_pb2.ModelInferRequest(model_name="demo")
-    m_infer.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend([0] * 4)
+    infer = oip_pb2.ModelInferRequest(model_name="demo")
+    infer.inputs.add(name="input-0", datatype="FP64", shape=[1, 4]).contents.fp64_contents.extend([0] * 4)
     async with httpx.AsyncClient(base_url=server.rest_url) as c, \
             grpc.aio.insecure_channel(server.grpc_target) as channel:
         ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady",
