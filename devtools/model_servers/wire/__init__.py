@@ -1,0 +1,1 @@
+"""Generated protobuf-upb messages for the Open Inference Protocol (`make protos`)."""
