@@ -411,12 +411,16 @@ def _read_route(c, obj, path, route, last, rule, namespace, out, prefixes, timeo
                        f"retryOn {DEFAULT_RETRY_ON}")
     timeout = route.get("timeout")
     timeouts.append((_seconds(c, obj, f"{path}.timeout", timeout) if timeout is not None else None, f"{path}.timeout"))
+    before = len(c.problems)
     headers = _read_matches(c, obj, path, route.get("match"), prefixes)
+    matches = route.get("match") if isinstance(route.get("match"), list) else []
+    header_matched = bool(headers) or any(isinstance(m, Mapping) and "headers" in m for m in matches)
     destinations = _read_destinations(c, obj, path, route.get("route"), rule, namespace)
-    if headers:
+    complete = len(c.problems) == before  # no follow-on errors (weight sums) about a route already in error
+    if header_matched:
         if last:
             c.error(obj, f"{path}.match", "the last route must be the default route, without a header match")
-        if len(destinations) != 1 or destinations[0][1] not in (None, 100):
+        if complete and (len(destinations) != 1 or destinations[0][1] not in (None, 100)):
             c.error(obj, f"{path}.route", "a header-matched route must send everything to one subset")
         for key in ("mirror", "mirrorPercentage"):
             if key in route:
@@ -435,7 +439,7 @@ def _read_route(c, obj, path, route, last, rule, namespace, out, prefixes, timeo
         if subset in weights:
             c.error(obj, where, f"subset {subset!r} is listed twice")
         weights[subset] = 100 if weight is None and len(destinations) == 1 else (weight or 0)
-    if destinations and sum(weights.values()) != 100:
+    if complete and destinations and sum(weights.values()) != 100:
         c.error(obj, f"{path}.route", f"weights must add up to 100 (got {sum(weights.values())})")
     out.weights = weights
     mirror = route.get("mirror")
