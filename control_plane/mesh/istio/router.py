@@ -72,6 +72,29 @@ class TrafficRouter(Protocol):
 
     async def apply(self, desired: Mapping[str, ServiceState]) -> None: ...
 
+    async def _server_side_apply(self, service: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH with ``application/apply-patch+yaml``; the stored object back, for its generation.
+
+        The response is read here rather than by the generated client: it
+        deserializes only a 200 for this call, and the API server answers an
+        apply that creates the object with 201 Created.
+        """
+        from kubernetes_asyncio.client.exceptions import ApiException
+        from kubernetes_asyncio.client.rest import RESTResponse
+
+        response = await self._api.patch_namespaced_custom_object(
+            GROUP, VERSION, self.options.namespace, PLURAL, service, body,
+            field_manager=FIELD_MANAGER, force="true", field_validation="Strict", _content_type=APPLY_PATCH,
+            _preload_content=False,
+        )
+        try:
+            raw = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=RESTResponse(response, raw.decode("utf-8", "replace")))
+        return json.loads(raw) if raw else {}
+
     async def status(self, service: str, revision: int) -> RouteStatus: ...
 
     async def close(self) -> None: ...
@@ -147,10 +170,7 @@ class IstioRouter:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
-            result = await self._api.patch_namespaced_custom_object(
-                GROUP, VERSION, self.options.namespace, PLURAL, service, body,
-                field_manager=FIELD_MANAGER, force="true", field_validation="Strict", _content_type=APPLY_PATCH,
-            )
+            result = await self._server_side_apply(service, body)
         except ApiException as exc:
             text = _api_error(exc)
             log.warning("server-side apply of %s failed: %s", self._name(service), text)
@@ -158,6 +178,29 @@ class IstioRouter:
             return
         generation = (result.get("metadata") or {}).get("generation")
         self._applied[service] = _Applied(revision, content, int(generation) if generation is not None else None)
+
+    async def _server_side_apply(self, service: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH with ``application/apply-patch+yaml``; the stored object back, for its generation.
+
+        The response is read here rather than by the generated client: it
+        deserializes only a 200 for this call, and the API server answers an
+        apply that creates the object with 201 Created.
+        """
+        from kubernetes_asyncio.client.exceptions import ApiException
+        from kubernetes_asyncio.client.rest import RESTResponse
+
+        response = await self._api.patch_namespaced_custom_object(
+            GROUP, VERSION, self.options.namespace, PLURAL, service, body,
+            field_manager=FIELD_MANAGER, force="true", field_validation="Strict", _content_type=APPLY_PATCH,
+            _preload_content=False,
+        )
+        try:
+            raw = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=RESTResponse(response, raw.decode("utf-8", "replace")))
+        return json.loads(raw) if raw else {}
 
     async def status(self, service: str, revision: int) -> RouteStatus:
         """Converged once Istio observed the applied generation (and, where it says so, the proxies synced)."""
