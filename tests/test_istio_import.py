@@ -174,7 +174,8 @@ def test_a_foreign_pair_with_short_hosts_retries_and_mtls():
     dr = {
         "apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
         "metadata": {"name": "reviews", "namespace": "shop"},
-        "spec": {"host": "reviews.shop.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+        "spec": {"host": "reviews.shop.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"},
+                                                                     "connectionPool": {"tcp": {"maxConnections": 100}}},
                  "subsets": [{"name": "stable", "labels": {"app": "reviews", "version": "v1"}},
                              {"name": "next", "labels": {"app": "reviews", "version": "v2"}}]},
     }
@@ -185,6 +186,8 @@ def test_a_foreign_pair_with_short_hosts_retries_and_mtls():
     assert "DestinationRule reviews: subset 'stable' becomes version 'v1'; Weir names subsets after versions" in result.notes
     assert any(n.startswith("VirtualService reviews: spec.http[0].retries is not carried") for n in result.notes)
     assert any("ISTIO_MUTUAL" in n for n in result.notes)
+    assert ("DestinationRule reviews: spec.trafficPolicy.connectionPool is not carried: Weir renders "
+            "connectionPool.http.idleTimeout 300s and nothing else") in result.notes
 
 
 def test_canary_can_be_named_and_a_mirror_becomes_the_shadow_phase():

@@ -266,11 +266,7 @@ def _read_traffic_policy(c: _Collector, obj: str, path: str, policy: Any, rule: 
         elif key == "outlierDetection":
             _read_outlier_detection(c, obj, where, value, rule)
         elif key == "connectionPool":
-            idle = value.get("http", {}).get("idleTimeout") if isinstance(value, Mapping) and isinstance(value.get("http"), Mapping) else None
-            rest = {k: v for k, v in value.items() if k != "http"} if isinstance(value, Mapping) else {}
-            http_rest = {k for k in (value.get("http") or {}) if k != "idleTimeout"} if isinstance(value, Mapping) else set()
-            idle_s = parse_duration(idle).total_seconds() if isinstance(idle, str) and _is_duration(idle) else None
-            if rest or http_rest or idle_s != DEFAULT_IDLE_TIMEOUT_S:
+            if not _is_weirs_connection_pool(value):
                 c.notes.append(f"{obj}: {where} is not carried: Weir renders connectionPool.http.idleTimeout "
                                f"{DEFAULT_IDLE_TIMEOUT_S:g}s and nothing else")
         elif key == "tls" and isinstance(value, Mapping) and set(value) == {"mode"} and value["mode"] == "ISTIO_MUTUAL":
@@ -281,12 +277,16 @@ def _read_traffic_policy(c: _Collector, obj: str, path: str, policy: Any, rule: 
             c.unexpressible(obj, where, key)
 
 
-def _is_duration(text: str) -> bool:
+def _is_weirs_connection_pool(pool: Any) -> bool:
+    """Exactly what :mod:`.render` writes: ``{http: {idleTimeout: <the default>}}``."""
+    if not isinstance(pool, Mapping) or set(pool) != {"http"} or not isinstance(pool["http"], Mapping):
+        return False
+    if set(pool["http"]) != {"idleTimeout"}:
+        return False
     try:
-        parse_duration(text)
+        return parse_duration(pool["http"]["idleTimeout"]).total_seconds() == DEFAULT_IDLE_TIMEOUT_S
     except ValueError:
         return False
-    return True
 
 
 def _read_load_balancer(c: _Collector, obj: str, path: str, lb: Any, rule: _Rule) -> None:

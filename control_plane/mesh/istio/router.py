@@ -16,7 +16,9 @@ Only VirtualServices are written (the weights, header routes and mirror of a
 step); the DestinationRule changes only with the policy, is applied by the
 operator from ``weir istio render``, and Weir's RBAC does not allow writing it.
 A service that leaves the desired set keeps its last VirtualService: deleting
-it would spread traffic over every version's pods.
+it would spread traffic over every version's pods. After a restart each
+VirtualService is applied once more (an apply of unchanged content changes
+nothing in the cluster, not even the generation), then only when it changes.
 
 ``ServiceState.group`` (a proxy group, i.e. an Envoy node cluster) has no
 meaning for Istio and is ignored: every object goes to the router's namespace.
