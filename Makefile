@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv sysdeps test demo protos bench clean
+ISTIO_SCHEMAS := tests/istio_schemas
+
+.PHONY: venv sysdeps nodedeps test demo protos bench clean
 
 venv: $(STAMP)
 
@@ -30,7 +32,22 @@ sysdeps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "note: prometheus is not installed and this is not root: its tests will skip (fail under CI=true)"; fi; }
 
-test: venv sysdeps
+# Istio's CRD schemas for the Istio tests (npm @kubernetes-models/istio, pinned by the lock file).
+# As root it installs Debian's nodejs/npm if missing; otherwise those tests say so (and fail under CI=true).
+nodedeps: $(ISTIO_SCHEMAS)/node_modules/.installed
+
+$(ISTIO_SCHEMAS)/node_modules/.installed: $(ISTIO_SCHEMAS)/package.json $(ISTIO_SCHEMAS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nodejs and npm (Debian packages)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	  fi; }
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(ISTIO_SCHEMAS) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "note: npm is not installed: the Istio CRD-schema tests will skip (fail under CI=true)"; fi
+
+test: venv sysdeps nodedeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: venv
@@ -43,4 +60,4 @@ bench: venv
 	$(BIN)/python bench/analysis_sim.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(ISTIO_SCHEMAS)/node_modules

@@ -11,14 +11,12 @@ import yaml
 from analysis.analyzer import ScriptedAnalyzer
 from control_plane.api.app import create_app
 from control_plane.api.auth import TokenAuth, TokenFileError, hash_token, parse_tokens
-from control_plane.rollouts.engine import Engine
 from control_plane.api.metrics import Metrics
 from control_plane.store import SQLiteStore
 from tests.proxy_double import engine_with_proxies, sync_all
 from tests.test_engine import Clock
-from xds.cache import SnapshotCache
 from xds.snapshot import ROUTE
-from xds.status import NackRecord, ProxyStatus, StatusRegistry
+from xds.status import NackRecord, ProxyStatus
 
 MINIMAL = open("policies/examples/minimal.yaml").read()
 OPERATOR_TOKEN = "weir_operator-secret"

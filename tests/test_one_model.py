@@ -9,7 +9,6 @@ a second time with other rules.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 from typing import Any
 

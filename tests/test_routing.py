@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import yaml
 from pydantic import ValidationError
 
-from policies import RolloutPolicy, parse_policy
+from policies import RolloutPolicy
 from policies.errors import PolicyError
 from xds.routing import (
     Backend,

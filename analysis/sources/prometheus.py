@@ -35,6 +35,19 @@ bounds 0.5 1 5 10 25 50 100 250 500 1000 2500 ... ms are coarse).
 Custom SLO queries (:meth:`PrometheusSource.custom`): the policy's PromQL
 with ``{{version}}`` replaced, evaluated as an instant query; it must return a
 single number (one series or a scalar); no data is ``None`` (inconclusive).
+
+Built-in Istio queries (:data:`ISTIO_QUERIES`, run by name with
+:meth:`PrometheusSource.istio_query`), for evidence, dashboards and checks by
+hand, over the same selector as the ``istio`` flavour (reporter, service label,
+extra labels):
+
+* ``istio-requests`` - requests so far by ``destination_version`` and
+  ``response_code`` (the raw counters, summed over pods);
+* ``istio-request-rate`` - the same as a per-second rate over ``window``;
+* ``istio-error-ratio`` - per version, 5xx-or-0 responses / all, over ``window``;
+* ``istio-latency`` - per version, the ``quantile`` of
+  ``istio_request_duration_milliseconds`` over ``window`` (histogram_quantile,
+  so to bucket resolution).
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import string
 import time
 from typing import Any, Callable, Literal, Mapping
 
@@ -50,7 +64,25 @@ from analysis.samples import ArmSamples
 from . import Coverage, SourceError, cluster_of
 from ._histogram import GrowingSamples, buckets_from_cumulative
 
-__all__ = ["PrometheusSource", "substitute", "series_increase"]
+__all__ = ["FLAVOURS", "ISTIO_QUERIES", "PrometheusSource", "substitute", "series_increase"]
+
+#: What the source counts, by name: Envoy's own stats, or Istio's standard metrics.
+FLAVOURS = ("envoy", "istio")
+
+#: Built-in PromQL over Istio's standard metrics, by name ($selector, $window and $quantile filled in).
+#: Errors are 5xx or 0 (no response: reset or timeout), as everywhere in Weir.
+ISTIO_QUERIES: Mapping[str, str] = {
+    "istio-requests": "sum by (destination_version, response_code) (istio_requests_total{$selector})",
+    "istio-request-rate": "sum by (destination_version, response_code) (rate(istio_requests_total{$selector}[$window]))",
+    "istio-error-ratio": (
+        'sum by (destination_version) (rate(istio_requests_total{$selector,response_code=~"5..|0"}[$window]))'
+        " / sum by (destination_version) (rate(istio_requests_total{$selector}[$window]))"
+    ),
+    "istio-latency": (
+        "histogram_quantile($quantile, sum by (destination_version, le) "
+        "(rate(istio_request_duration_milliseconds_bucket{$selector}[$window])))"
+    ),
+}
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 
@@ -108,7 +140,7 @@ class PrometheusSource:
         client: Any = None,
         clock: Callable[[], float] = time.time,
     ):
-        if flavour not in ("envoy", "istio"):
+        if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be 'envoy' or 'istio' (got {flavour!r})")
         self.url = url.rstrip("/")
         self.flavour = flavour
@@ -218,6 +250,32 @@ class PrometheusSource:
                 )
             value = float(result[0]["value"][1])
         return None if math.isnan(value) else value
+
+    async def istio_query(
+        self, name: str, service: str, *, window: str = "1m", quantile: float = 0.99, at: float | None = None
+    ) -> list[tuple[dict[str, str], float]]:
+        """Run the built-in Istio query ``name`` (:data:`ISTIO_QUERIES`) for ``service``.
+
+        Returns ``(labels, value)`` per result series, sorted by labels: the
+        labels are the query's grouping (``destination_version``, and
+        ``response_code`` for the request queries). NaN results (no traffic in
+        the window) are left out.
+        """
+        if name not in ISTIO_QUERIES:
+            raise SourceError(f"no built-in Istio query {name!r} (known: {', '.join(ISTIO_QUERIES)})")
+        if not re.fullmatch(r"\d+(ms|s|m|h)", window):
+            raise SourceError(f"window must be a Prometheus duration such as 30s or 5m (got {window!r})")
+        if not 0 < quantile < 1:
+            raise SourceError(f"quantile must be between 0 and 1 (got {quantile!r})")
+        selector = self._matchers({"reporter": self.istio_reporter, self.istio_service_label: service})[1:-1]
+        promql = string.Template(ISTIO_QUERIES[name]).substitute(selector=selector, window=window, quantile=quantile)
+        result = await self._query(promql, at=at)
+        out = []
+        for series in result:
+            value = float(series["value"][1])
+            if not math.isnan(value):
+                out.append((dict(series.get("metric", {})), value))
+        return sorted(out, key=lambda item: sorted(item[0].items()))
 
     async def is_online(self) -> bool:
         try:

@@ -563,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxies", help="connected Envoy proxies, their versions and NACKs", parents=[conn])
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_proxies))
+
+    from ..mesh import commands as mesh_commands  # weir istio render|import, weir crd
+
+    mesh_commands.add_commands(sub)
     return parser
 
 
