@@ -85,6 +85,9 @@ class StatusRegistry:
         self._waiters: dict[str, list[tuple[str, asyncio.Future]]] = {}
         self.disconnected: deque[ProxyStatus] = deque(maxlen=history)
         self.nack_total: Counter = Counter()  # by type URL, for /metrics
+        #: Called with a group whenever its proxies' convergence may have moved (an ACK that completed a
+        #: proxy, a disconnect, a move): lets a router tell waiters at once instead of at their next poll.
+        self.listeners: list[Callable[[str], None]] = []
 
     # -- stream lifecycle ------------------------------------------------------
     def connect(self, proxy: ProxyStatus, group: str) -> None:
@@ -174,6 +177,8 @@ class StatusRegistry:
                 return True
 
     def _wake(self, group: str) -> None:
+        for listener in self.listeners:
+            listener(group)
         waiters = self._waiters.get(group)
         if not waiters:
             return

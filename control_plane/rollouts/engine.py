@@ -164,6 +164,16 @@ class Engine:
         self.route_status: dict[str, RouteStatus] = {}
         self._running = False
         self._run_tasks = False
+        on_change = getattr(router, "on_change", None)
+        if on_change is not None:
+            on_change(self._routing_progressed)
+
+    def _routing_progressed(self) -> None:
+        """The data plane moved: rollouts waiting for convergence look now, not at their next tick."""
+        for name, worker in self._workers.items():
+            rollout = self._rollouts.get(name)
+            if rollout is not None and rollout.converged_at is None:
+                worker.wake()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, *, run: bool = True) -> None:

@@ -70,3 +70,6 @@ class TrafficRouter(Protocol):
         """Whether ``service`` runs ``revision`` of its routing everywhere it should."""
 
     async def close(self) -> None: ...
+
+    # Optional: ``on_change(callback)`` registers a callback the router calls (on the loop, without
+    # arguments) when the data plane may have converged further, so waiters look at once.

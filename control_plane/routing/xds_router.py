@@ -186,5 +186,9 @@ class XdsRouter:
             names,
         )
 
+    def on_change(self, callback) -> None:
+        """Call ``callback()`` whenever an ACK, a disconnect or a move may have advanced convergence."""
+        self.registry.listeners.append(lambda group: callback())
+
     async def close(self) -> None:
         return None
