@@ -1,4 +1,4 @@
-"""Typed models of the RolloutPolicy format (contract: shared/contract/rollout-policy.yaml).
+"""Typed models of the RolloutPolicy format (every field: policies/examples/sentiment.yaml).
 
 Files use the contract's camelCase names (``pathPrefix``); Python code uses
 snake_case attributes (``path_prefix``). Every model forbids unknown fields so a

@@ -154,6 +154,20 @@ def test_apply_get_and_output_formats(server, policy_file, capsys):
     assert json.loads(capsys.readouterr().out)[0]["name"] == "echo"
 
 
+def test_apply_again_and_releases(server, policy_file, capsys):
+    path = policy_file()
+    assert weir(server, "apply", "-f", path) == 0
+    capsys.readouterr()
+    assert weir(server, "apply", "-f", path) == 0  # the same file again: nothing changes
+    assert "rollout/echo unchanged: rollout 'echo' already runs this policy" in capsys.readouterr().out
+    assert weir(server, "releases", token=VIEWER_TOKEN) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["SERVICE", "LIVE", "ENDPOINTS", "MADE", "LIVE", "BY", "AGE"]
+    assert lines[1].split()[:3] == ["echo", "v1", "127.0.0.1:8081"] and "declared as stable" in lines[1]
+    assert weir(server, "releases", "-o", "json") == 0
+    assert json.loads(capsys.readouterr().out)[0]["version"] == "v1"
+
+
 def test_apply_json_file_and_env_defaults(server, policy_file, capsys, monkeypatch):
     monkeypatch.setenv("WEIR_SERVER", server.url)
     monkeypatch.setenv("WEIR_TOKEN", OPERATOR_TOKEN)

@@ -191,7 +191,7 @@ def test_eds_answered_without_waiting_for_cds_ack(env):
 
 
 def test_repeated_eds_request_with_acked_nonce_is_answered(env):
-    """Envoy re-creates a changed cluster and asks for its endpoints again (FIELD-NOTES)."""
+    """Envoy re-creates a changed cluster and asks for its endpoints again (docs/envoy-behaviour.md)."""
     cache, registry = env
     cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
     client = connect_sotw(cache, registry)

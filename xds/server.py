@@ -5,7 +5,7 @@ messages: requests are decoded with Weir's small wire types, and responses are
 already bytes (assembled from cached resource bytes in ``streams.py``), so the
 response serializer is the identity.
 
-Scale settings (measured, FIELD-NOTES.md): grpc.aio handles thousands of
+Scale settings (measured, docs/envoy-behaviour.md): grpc.aio handles thousands of
 streams on one core; the default pending-request limits cancelled ~40% of a
 5,000-proxy reconnect storm, so they are raised. Each proxy holds one file
 descriptor: raise ``ulimit -n`` above the fleet size (the server stalls at

@@ -5,7 +5,7 @@ serialised responses it wants sent to ``outbox``; the gRPC glue in
 ``server.py`` drains the outbox. Keeping the protocol pure lets the tests
 drive every ordering rule without a network.
 
-Rules implemented here (see FIELD-NOTES.md for the Envoy behaviour behind them):
+Rules implemented here (docs/envoy-behaviour.md has the Envoy behaviour behind them):
 
 * ACK/NACK by nonce. A NACK is a request carrying ``error_detail``; its text
   is stored verbatim and never parsed. A request naming an older nonce is

@@ -430,6 +430,21 @@ def _cmd_proxies(client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_releases(client, args: argparse.Namespace, out: TextIO) -> int:
+    items = client.releases()
+    if args.output:
+        _dump(items, args.output, out)
+        return 0
+    if not items:
+        print("no releases yet (the first policy of a service names its stable version)", file=out)
+        return 0
+    rows = [[r["service"], r["version"], ", ".join(r["endpoints"]),
+             f"{r['rollout']} (revision {r['revision']})" if r.get("rollout") else "declared as stable",
+             _age(r.get("updated_at"))] for r in items]
+    _table(["SERVICE", "LIVE", "ENDPOINTS", "MADE LIVE BY", "AGE"], rows, out)
+    return 0
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -563,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxies", help="connected Envoy proxies, their versions and NACKs", parents=[conn])
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_proxies))
+
+    p = sub.add_parser("releases", help="what is live per service: version, endpoints, the rollout that made it live",
+                       parents=[conn])
+    output_option(p)
+    p.set_defaults(func=_client_command(_cmd_releases))
 
     from ..mesh import commands as mesh_commands  # weir istio render|import, weir crd
 
