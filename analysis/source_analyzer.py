@@ -134,8 +134,14 @@ class SourceAnalyzer:
         try:
             source = self.source_for(request.policy)
             register = getattr(source, "register", None)
-            if register is not None:  # which clusters form the service (shared thinning)
-                register(request.service, (request.stable_version, request.canary_version))
+            if register is not None:  # which clusters form the service (shared thinning), its gRPC client codes
+                from policies.model import GRPC_CODES
+
+                codes = [GRPC_CODES[name] for name in request.policy.spec.analysis.grpc_client_errors]
+                try:
+                    register(request.service, (request.stable_version, request.canary_version), grpc_client_codes=codes)
+                except TypeError:  # a source without gRPC statuses
+                    register(request.service, (request.stable_version, request.canary_version))
             stable = await source.arm_samples(request.service, request.stable_version, request.since)
             canary = await source.arm_samples(
                 request.service, request.canary_version, request.since, shadow=request.phase == "shadow"

@@ -3,6 +3,12 @@
 Why a string form at all: a list of ``"10.0.0.7:8081@3"`` reads at a glance and
 diffs cleanly; the typed :class:`Endpoint` is what the xDS layer consumes
 (``host``, ``port``, ``weight`` -> an Envoy LbEndpoint with load_balancing_weight).
+
+A policy's host is an IP address or a DNS name (a headless Kubernetes Service
+is just a name): Weir resolves names itself and hands Envoy the addresses
+over EDS, so it can hold a rollout whose name does not resolve and can weigh
+every address. The desired routing Envoy receives holds addresses only
+(``parse_endpoint(text, allow_names=False)``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,15 @@ class Endpoint(BaseModel):
     weight: int = 1
 
     @property
+    def is_name(self) -> bool:
+        """A DNS name (resolved by Weir) rather than an IP address."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return True
+        return False
+
+    @property
     def address(self) -> str:
         """``host:port`` (IPv6 hosts bracketed), the identity of the endpoint regardless of weight."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -47,8 +62,11 @@ class Endpoint(BaseModel):
         return self.address if self.weight == 1 else f"{self.address}@{self.weight}"
 
 
-def parse_endpoint(text: object) -> Endpoint:
-    """Parse ``host:port[@weight]``; raise ValueError saying exactly which part is wrong."""
+def parse_endpoint(text: object, *, allow_names: bool = True) -> Endpoint:
+    """Parse ``host:port[@weight]``; raise ValueError saying exactly which part is wrong.
+
+    ``allow_names=False`` refuses DNS names (Envoy's EDS takes addresses only).
+    """
     if isinstance(text, Endpoint):
         return text
     if not isinstance(text, str):
@@ -84,11 +102,11 @@ def parse_endpoint(text: object) -> Endpoint:
                 raise ValueError(f"{describe(host)} is not an IPv4 address (in {describe(text)})") from None
         elif not _HOSTNAME.match(host):
             raise ValueError(f"{describe(host)} is not a valid host name (in {describe(text)})")
-        else:
+        elif not allow_names:
             # Envoy EDS endpoints are socket addresses: it NACKs names ("malformed IP address").
             raise ValueError(
                 f"{describe(host)} is a host name; give the model server's IP address "
-                f"(Weir programs endpoints over EDS, which takes IP addresses only) (in {describe(text)})"
+                f"(EDS takes IP addresses only; in a policy Weir resolves names itself) (in {describe(text)})"
             )
     if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"port must be between 1 and 65535 (got {describe(port_text)} in {describe(text)})")

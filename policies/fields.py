@@ -134,6 +134,14 @@ Fraction = Annotated[
 ]
 """A fraction written ``10%`` or ``0.1``; a float in Python; written back as a number, or a percent above 1."""
 
+AddressEndpointField = Annotated[
+    Endpoint,
+    BeforeValidator(lambda v: parse_endpoint(v, allow_names=False)),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": ENDPOINT_PATTERN, "examples": ["127.0.0.1:8081", "10.0.0.7:8081@3"]}),
+]
+"""An endpoint whose host is an IP address (what Envoy receives over EDS)."""
+
 EndpointField = Annotated[
     Endpoint,
     BeforeValidator(parse_endpoint),

@@ -118,6 +118,31 @@ class Metadata(_Model):
 # ---------------------------------------------------------------------------
 
 
+DEFAULT_IDLE_TIMEOUT = timedelta(seconds=3)
+"""Upstream connections idle this long are closed by Envoy: below the 5 s keep-alive of uvicorn-based
+model servers (MLServer, vLLM, many others), so Envoy never reuses a connection the server just closed."""
+
+
+class Retries(_Model):
+    """When Envoy retries a request on another connection, once."""
+
+    on_reset: bool = Field(
+        False,
+        description="also retry when the upstream reset after the request was sent (safe only for idempotent "
+        "traffic; default false). Requests that never reached the server (connect failure, a reset before "
+        "the request was sent, e.g. a keep-alive connection the server just closed) are always retried once",
+    )
+    attempts: Annotated[int, AfterValidator(lambda v: _between_int(v, 0, 5, "attempts"))] = Field(
+        1, description="retries per request, 0-5 (default 1; 0 turns retries off)"
+    )
+
+
+def _between_int(value: int, lo: int, hi: int, what: str) -> int:
+    if not lo <= value <= hi:
+        raise ValueError(f"must be between {lo} and {hi} (got {value})")
+    return value
+
+
 class Service(_Model):
     """How clients reach the model through Envoy."""
 
@@ -128,6 +153,49 @@ class Service(_Model):
     timeout: PositiveDuration = Field(
         DEFAULT_TIMEOUT, description="per-request timeout; default 15s", json_schema_extra={"default": "15s"}
     )
+    protocol: Literal["http", "http2", "grpc"] = Field(
+        "http",
+        description="what Envoy speaks to the model servers: http (HTTP/1.1, default), http2 or grpc (both "
+        "HTTP/2 without TLS, h2c); grpc also judges the gRPC status of every call",
+    )
+    idle_timeout: PositiveDuration = Field(
+        DEFAULT_IDLE_TIMEOUT,
+        description="close upstream connections idle this long; keep it below the servers' keep-alive "
+        "(uvicorn: 5s); default 3s",
+        json_schema_extra={"default": "3s"},
+    )
+    retries: Retries = Field(default_factory=Retries, description="optional: when Envoy retries a request")
+
+
+class HealthCheck(_Model):
+    """Envoy's active health check of every endpoint of one version: an endpoint failing it gets no traffic."""
+
+    path: PathPrefix | None = Field(
+        None, description="HTTP GET path, e.g. /v2/models/sentiment/ready (model-aware: not just the server's)"
+    )
+    grpc_service: str | None = Field(
+        None, description="gRPC health checking (grpc.health.v1) of this service name; '' for the whole server"
+    )
+    expected_status: Annotated[int, AfterValidator(lambda v: _between_int(v, 100, 599, "expectedStatus"))] = Field(
+        200, description="the HTTP status that means ready (default 200)"
+    )
+    interval: PositiveDuration = Field(timedelta(seconds=5), description="time between checks; default 5s",
+                                       json_schema_extra={"default": "5s"})
+    timeout: PositiveDuration = Field(timedelta(seconds=1), description="how long a check may take; default 1s",
+                                      json_schema_extra={"default": "1s"})
+    unhealthy_threshold: MinRequests = Field(2, description="failed checks in a row that take an endpoint out; default 2")
+    healthy_threshold: MinRequests = Field(1, description="passed checks in a row that bring it back; default 1")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "HealthCheck":
+        if (self.path is None) == (self.grpc_service is None):
+            raise ValueError(
+                "a health check needs exactly one of `path` (an HTTP GET, e.g. /v2/models/NAME/ready) "
+                "or `grpcService` (grpc.health.v1)"
+            )
+        if self.timeout >= self.interval:
+            raise ValueError("timeout must be shorter than interval")
+        return self
 
 
 class VersionSpec(_Model):
@@ -135,8 +203,11 @@ class VersionSpec(_Model):
 
     version: VersionName = Field(description="version label, e.g. v1; stable and canary must differ")
     endpoints: list[EndpointField] = Field(
-        min_length=1, description='host:port, optionally host:port@weight, e.g. ["127.0.0.1:8081"]'
+        min_length=1,
+        description='host:port, optionally host:port@weight; the host is an IP address or a DNS name that Weir '
+        'resolves (e.g. a headless Kubernetes Service), e.g. ["127.0.0.1:8081", "sentiment-v2.models:8080"]',
     )
+    health_check: HealthCheck | None = Field(None, description="optional: Envoy active health checks of its endpoints")
 
 
 class OutlierDetection(_Model):
@@ -286,6 +357,32 @@ SLO = Annotated[Union[ErrorRateSLO, LatencySLO, CustomSLO], Field(discriminator=
 SLO_METRICS = ("error-rate", "latency", "custom")
 
 
+GRPC_CODES = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10,
+    "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+#: The codes gRPC's HTTP mapping turns into 4xx: the client's fault, like HTTP 4xx (not errors).
+DEFAULT_GRPC_CLIENT_ERRORS = (
+    "CANCELLED", "INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNAUTHENTICATED",
+)
+
+
+def _grpc_code(value: str) -> str:
+    if value not in GRPC_CODES or value == "OK":
+        from difflib import get_close_matches
+
+        close = get_close_matches(str(value).upper(), list(GRPC_CODES), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"must be a gRPC status code name other than OK, such as NOT_FOUND (got {value!r}){hint}")
+    return value
+
+
+GrpcCode = Annotated[str, AfterValidator(_grpc_code)]
+
+
 class Analysis(_Model):
     judge: Literal["sequential", "mann-whitney", "threshold"] = Field(
         "sequential", description="sequential (default) | mann-whitney | threshold"
@@ -295,6 +392,11 @@ class Analysis(_Model):
     )
     source: Source = Field(default_factory=Source, description="where metrics come from; default access-log")
     slos: list[SLO] = Field(min_length=1, description="at least one SLO the canary must keep")
+    grpc_client_errors: list[GrpcCode] = Field(
+        default_factory=lambda: list(DEFAULT_GRPC_CLIENT_ERRORS),
+        description="gRPC status codes that are the client's fault and do not count as errors (protocol grpc); "
+        "default the codes gRPC maps to HTTP 4xx: " + ", ".join(DEFAULT_GRPC_CLIENT_ERRORS),
+    )
 
 
 # ---------------------------------------------------------------------------

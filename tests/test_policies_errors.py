@@ -104,7 +104,8 @@ CASES = [
     # unknown fields
     ("  strategy:\n", "  stratgy:\n", "spec.stratgy", "unknown field; did you mean `strategy`?", "stratgy:"),
     ("    pathPrefix:", "    path_prefix:", "spec.service.path_prefix", "did you mean `pathPrefix`? (files use camelCase)", None),
-    ("    timeout: 5s", "    timeout: 5s\n    retries: 3", "spec.service.retries", "unknown field; allowed here: name, domains, port, pathPrefix, timeout", "retries"),
+    ("    timeout: 5s", "    timeout: 5s\n    retry: 3", "spec.service.retry", "unknown field; did you mean `retries`?", "retry"),
+    ("    timeout: 5s", "    timeout: 5s\n    retries: 3", "spec.service.retries", "expected a mapping with onReset, attempts (got 3)", "retries"),
     # service
     ("port: 10000", "port: 70000", "spec.service.port", "must be between 1 and 65535 (got 70000)", None),
     ("port: 10000", 'port: "10000"', "spec.service.port", 'expected a whole number (got "10000"); remove the quotes', None),

@@ -146,10 +146,13 @@ def test_parse_endpoint(text: str, host: str, port: int, weight: int) -> None:
 
 
 @pytest.mark.parametrize("text", ["model-0.models.svc:9000", "localhost:1"])
-def test_host_names_are_refused_with_what_to_do(text: str) -> None:
-    """EDS endpoints are IP addresses: a name would be NACKed by Envoy, so it is refused up front."""
+def test_host_names_are_policy_endpoints_but_never_eds_addresses(text: str) -> None:
+    """A policy may name a DNS name (Weir resolves it); what Envoy gets over EDS must be an address."""
+    endpoint = parse_endpoint(text)
+    assert endpoint.is_name and str(endpoint) == text
     with pytest.raises(ValueError, match="give the model server's IP address"):
-        parse_endpoint(text)
+        parse_endpoint(text, allow_names=False)
+    assert not parse_endpoint("10.0.0.1:80").is_name
 
 
 # ---------------------------------------------------------------------------

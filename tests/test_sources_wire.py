@@ -57,6 +57,8 @@ def full_entry(
     flags: data_v3.ResponseFlags | None = None,
     host: str = "10.0.0.7",
     port: int = 8080,
+    headers: dict[str, str] | None = None,
+    trailers: dict[str, str] | None = None,
 ) -> data_v3.HttpAccessLogEntry:
     """An entry the way Envoy 1.40 fills it (fields observed with a real proxy), plus some we never read."""
     lat = dt.timedelta(microseconds=round(latency_ms * 1000))
@@ -88,7 +90,8 @@ def full_entry(
             request_headers={"x-user": "a"},
         ),
         response=data_v3.HttpResponseProperties(
-            response_code=code, response_code_details="via_upstream", response_body_bytes=42
+            response_code=code, response_code_details="via_upstream", response_body_bytes=42,
+            response_headers=headers or {}, response_trailers=trailers or {},
         ),
     )
 
@@ -212,7 +215,7 @@ _PROTO_TYPES = {
     5: {"int32", "enum"},  # our enums are int32 on the wire (same varint encoding)
     8: {"bool"},
     9: {"string"},
-    11: {"message"},
+    11: {"message", "map"},  # a map is a repeated entry message
     13: {"uint32"},
 }
 
@@ -247,6 +250,10 @@ def test_every_declared_field_matches_envoy_numbers_and_types():
             m = meta.meta_by_field_name[f.name]
             assert f.number == m.number, f"{name}.{f.name}: ours {f.number}, Envoy's {m.number}"
             assert m.proto_type in _PROTO_TYPES[f.type], f"{name}.{f.name}: ours type {f.type}, Envoy's {m.proto_type}"
+            if m.proto_type == "map":  # a protobuf map is a repeated entry message on the wire
+                assert f.message_type.GetOptions().map_entry, f"{name}.{f.name}: Envoy's is a map"
+                checked += 1
+                continue
             assert f.is_repeated == bool(m.repeated), f"{name}.{f.name}: repeated differs"
             if f.type == f.TYPE_MESSAGE:
                 cls = meta.cls_by_field[f.name]
@@ -263,6 +270,30 @@ def test_package_is_ours():
 
 
 # --------------------------------------------------------------------------- decoding
+
+
+def test_grpc_status_decides_whether_a_grpc_call_failed():
+    """Defect: gRPC failures are HTTP 200, so a canary failing 60% of calls with INTERNAL was promoted."""
+    entries = [
+        full_entry(trailers={"grpc-status": "0"}),  # OK
+        full_entry(trailers={"grpc-status": "13"}),  # INTERNAL: the server failed
+        full_entry(headers={"grpc-status": "14"}),  # UNAVAILABLE, trailers-only response
+        full_entry(trailers={"grpc-status": "5"}),  # NOT_FOUND: the client's fault, like a 404
+        full_entry(trailers={"grpc-status": "3"}),  # INVALID_ARGUMENT: the client's fault
+        full_entry(trailers={"grpc-status": "bogus"}),  # not a status: broken
+        full_entry(),  # plain HTTP 200
+    ]
+    batch = decode(bytes(full_message(entries)))
+    assert [e.error for e in batch.entries] == [False, True, True, False, False, True, False]
+    # A policy may count NOT_FOUND as the server's failure (a model that lost its weights, say).
+    strict = decode(bytes(full_message(entries)), {"sentiment-v1": frozenset({3})})
+    assert [e.error for e in strict.entries] == [False, True, True, True, False, True, False]
+    src = AccessLogSource()
+    src.register("sentiment", ["v1", "v2"], grpc_client_codes=[3])
+    stream = src.open_stream()
+    src.ingest_message(wire.StreamAccessLogsMessage.FromString(bytes(full_message(entries))), stream)
+    arm = src.samples("sentiment", "v1", T0)
+    assert (arm.requests, arm.errors) == (7, 4)
 
 
 def test_shadow_authority():

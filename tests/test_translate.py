@@ -281,6 +281,37 @@ def _as_json(message: betterproto2.Message) -> dict[str, Any]:
     return json.loads(text.replace('"consecutive_5_xx"', '"consecutive_5xx"'))
 
 
+def test_upstream_protocol_idle_timeout_retries_and_health_checks() -> None:
+    out = translate(routing(
+        svc("g", protocol="grpc", idleTimeout="2s", retries={"onReset": True, "attempts": 2},
+            backends=[{"version": "v1", "endpoints": ["10.0.0.1:9000"],
+                       "healthCheck": {"path": "/v2/models/m/ready", "expectedStatus": 204}},
+                      {"version": "v2", "endpoints": ["10.0.0.2:9000"]}]),
+        svc("h", port=10001),
+    ))
+    clusters = {c.name: c for c in out.clusters}
+    from envoy_data_plane.envoy.extensions.upstreams.http import v3 as up
+
+    def options(cluster):
+        (packed,) = cluster.typed_extension_protocol_options.values()
+        return up.HttpProtocolOptions.parse(packed.value)
+
+    grpc_opts, http_opts = options(clusters["g-v1"]), options(clusters["h-v1"])
+    assert grpc_opts.explicit_http_config.http2_protocol_options is not None  # h2c: gRPC needs HTTP/2
+    assert http_opts.explicit_http_config.http_protocol_options is not None
+    assert grpc_opts.common_http_protocol_options.idle_timeout == timedelta(seconds=2)
+    assert http_opts.common_http_protocol_options.idle_timeout == timedelta(seconds=3)  # below uvicorn's 5 s
+    (check,) = clusters["g-v1"].health_checks
+    assert check.http_health_check.path == "/v2/models/m/ready"
+    assert [(r.start, r.end) for r in check.http_health_check.expected_statuses] == [(204, 205)]
+    assert check.http_health_check.codec_client_type == type_v3.CodecClientType.HTTP2
+    assert clusters["g-v2"].health_checks == []
+    g = [r for r in out.routes[0].virtual_hosts if r.name == "g"][0].routes[-1].route
+    assert (g.retry_policy.retry_on, g.retry_policy.num_retries) == ("connect-failure,reset-before-request,reset", 2)
+    h = [r for r in out.routes[1].virtual_hosts if r.name == "h"][0].routes[-1].route
+    assert (h.retry_policy.retry_on, h.retry_policy.num_retries) == ("connect-failure,reset-before-request", 1)
+
+
 def test_real_envoy_accepts_the_translation(tmp_path: Path) -> None:
     """``envoy --mode validate`` on a bootstrap carrying everything we generate.
 
@@ -298,6 +329,11 @@ def test_real_envoy_accepts_the_translation(tmp_path: Path) -> None:
         svc("b", pathPrefix="/b", lbPolicy="round-robin", split={"v1": 100, "v2": 0}),
         svc("c", domains=["c.example.com"], backends=[{"version": "v1", "endpoints": ["[::1]:80"]}], split={"v1": 100}),
         svc("d", port=10001),
+        svc("e", port=10002, protocol="grpc", retries={"onReset": True, "attempts": 2}, idleTimeout="2s",
+            backends=[{"version": "v1", "endpoints": ["10.0.0.1:9000"], "healthCheck": {"grpcService": ""}},
+                      {"version": "v2", "endpoints": ["10.0.0.2:9000"],
+                       "healthCheck": {"path": "/v2/models/m/ready", "interval": "2s", "timeout": "500ms"}}]),
+        svc("f", port=10003, protocol="http2", retries={"attempts": 0}),
     ), access_log_cluster=CONTROL_PLANE_CLUSTER)
     config = render_bootstrap("validate", "test", "127.0.0.1", 18000)
     static = config["static_resources"]

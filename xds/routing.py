@@ -36,7 +36,7 @@ from policies.fields import (
     SKIP_CROSS_FIELD_RULES,
     ChoiceCount,
     Domain,
-    EndpointField,
+    AddressEndpointField,
     HeaderName,
     IpAddress,
     Model,
@@ -49,7 +49,7 @@ from policies.fields import (
     Weight,
 )
 from policies.loader import validate_document
-from policies.model import DEFAULT_TIMEOUT, OutlierDetection
+from policies.model import DEFAULT_IDLE_TIMEOUT, DEFAULT_TIMEOUT, HealthCheck, OutlierDetection, Retries
 
 __all__ = [
     "Backend",
@@ -57,7 +57,9 @@ __all__ = [
     "Endpoint",
     "HeaderRoute",
     "Mirror",
+    "HealthCheck",
     "OutlierDetection",
+    "Retries",
     "RoutingError",
     "ServiceRouting",
     "cross_service_problems",
@@ -79,7 +81,8 @@ class Backend(Model):
     """One version of a service and the endpoints that serve it."""
 
     version: VersionName = Field(description="version label, e.g. v1")
-    endpoints: list[EndpointField] = Field(min_length=1, description='host:port[@weight], e.g. ["10.0.0.7:8081@2"]')
+    endpoints: list[AddressEndpointField] = Field(min_length=1, description='ip:port[@weight], e.g. ["10.0.0.7:8081@2"]')
+    health_check: HealthCheck | None = Field(None, description="optional Envoy active health check of its endpoints")
 
 
 class HeaderRoute(Model):
@@ -113,6 +116,9 @@ class ServiceRouting(Model):
     lb_policy: Literal["round-robin", "least-request"] = "least-request"
     least_request_choice_count: ChoiceCount | None = None
     outlier_detection: OutlierDetection | None = None
+    protocol: Literal["http", "http2", "grpc"] = Field("http", description="http (HTTP/1.1) | http2 | grpc (h2c)")
+    idle_timeout: PositiveDuration = Field(DEFAULT_IDLE_TIMEOUT, json_schema_extra={"default": "3s"})
+    retries: Retries = Field(default_factory=Retries)
 
     def cluster_name(self, version: str) -> str:
         """Envoy cluster (and EDS resource) name of one version of this service."""
@@ -191,7 +197,7 @@ def service_problems(service: Any) -> list[Problem]:
         addresses: dict[str, int] = {}
         for j, text in _items(_get(backend, "endpoints")):
             try:
-                address = parse_endpoint(text).address
+                address = parse_endpoint(text, allow_names=False).address
             except ValueError:
                 continue  # the endpoint's own error says why
             if address in addresses:

@@ -40,11 +40,12 @@ from envoy_data_plane.envoy.config.route import v3 as route_v3
 from envoy_data_plane.envoy.extensions.access_loggers.grpc import v3 as grpc_log_v3
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router_v3
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm_v3
+from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http_v3
 from envoy_data_plane.envoy.type.matcher import v3 as matcher_v3
 from envoy_data_plane.envoy.type import v3 as type_v3
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
-from .routing import DesiredRouting, Endpoint, ServiceRouting
+from .routing import Backend, DesiredRouting, Endpoint, ServiceRouting
 
 __all__ = [
     "ACCESS_LOG_NAME",
@@ -64,6 +65,12 @@ ACCESS_LOG_NAME = "weir"
 
 _CONNECT_TIMEOUT = timedelta(seconds=1)
 _ACCESS_LOG_FLUSH = timedelta(milliseconds=100)
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+#: gRPC puts its status in trailers, or in headers for a trailers-only response: log both.
+GRPC_STATUS = "grpc-status"
+#: Retries that are safe for any request: it never reached the server (a refused connection, or a
+#: reset before Envoy sent it: the keep-alive race with a server that closed an idle connection).
+SAFE_RETRY_ON = "connect-failure,reset-before-request"
 
 
 def listener_name(port: int) -> str:
@@ -100,7 +107,7 @@ def translate(routing: DesiredRouting, *, access_log_cluster: str | None = None)
     for service in services:
         for backend in service.backends:
             name = service.cluster_name(backend.version)
-            out.clusters.append(_cluster(service, name))
+            out.clusters.append(_cluster(service, name, backend))
             out.endpoints.append(_load_assignment(name, backend.endpoints))
     out.clusters.sort(key=lambda c: c.name)
     out.endpoints.sort(key=lambda e: e.cluster_name)
@@ -154,7 +161,9 @@ def _access_log(cluster: str) -> accesslog_v3.AccessLog:
             grpc_service=core_v3.GrpcService(envoy_grpc=core_v3.GrpcServiceEnvoyGrpc(cluster_name=cluster)),
             transport_api_version=core_v3.ApiVersion.V3,
             buffer_flush_interval=_ACCESS_LOG_FLUSH,
-        )
+        ),
+        additional_response_headers_to_log=[GRPC_STATUS],
+        additional_response_trailers_to_log=[GRPC_STATUS],
     )
     return accesslog_v3.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=AnyMessage.pack(config))
 
@@ -242,7 +251,7 @@ def _service_routes(service: ServiceRouting) -> list[route_v3.Route]:
                 ],
             ),
             route=route_v3.RouteAction(
-                cluster=service.cluster_name(rule.version), timeout=service.timeout
+                cluster=service.cluster_name(rule.version), timeout=service.timeout, retry_policy=retry_policy(service)
             ),
         )
         for i, rule in enumerate(service.header_routes)
@@ -268,6 +277,7 @@ def _split_action(service: ServiceRouting) -> route_v3.RouteAction:
         timeout=service.timeout,
         request_mirror_policies=_mirror_policies(service),
         hash_policy=_hash_policy(service),
+        retry_policy=retry_policy(service),
     )
     whole = [v for v, w in service.split.items() if w == 100]
     if whole:
@@ -284,6 +294,15 @@ def _split_action(service: ServiceRouting) -> route_v3.RouteAction:
         use_hash_policy=True if service.sticky_header else None,
     )
     return route_v3.RouteAction(weighted_clusters=weighted, **common)
+
+
+def retry_policy(service: ServiceRouting) -> route_v3.RetryPolicy | None:
+    """Retry what never reached the server, always; a reset after sending only when the user says it is safe."""
+    retries = service.retries
+    if retries.attempts == 0:
+        return None
+    retry_on = SAFE_RETRY_ON + (",reset" if retries.on_reset else "")
+    return route_v3.RetryPolicy(retry_on=retry_on, num_retries=retries.attempts)
 
 
 def _mirror_policies(service: ServiceRouting) -> list[route_v3.RouteActionRequestMirrorPolicy]:
@@ -318,7 +337,40 @@ def _hash_policy(service: ServiceRouting) -> list[route_v3.RouteActionHashPolicy
 # --------------------------------------------------------------------------- clusters and endpoints
 
 
-def _cluster(service: ServiceRouting, name: str) -> cluster_v3.Cluster:
+def _protocol_options(service: ServiceRouting) -> dict[str, AnyMessage]:
+    """HTTP/1.1 or HTTP/2 (h2c) to the upstream, and an idle timeout below the servers' keep-alive."""
+    if service.protocol in ("http2", "grpc"):
+        explicit = upstream_http_v3.HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=core_v3.Http2ProtocolOptions())
+    else:
+        explicit = upstream_http_v3.HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=core_v3.Http1ProtocolOptions())
+    options = upstream_http_v3.HttpProtocolOptions(
+        common_http_protocol_options=core_v3.HttpProtocolOptions(idle_timeout=service.idle_timeout),
+        explicit_http_config=explicit,
+    )
+    return {_HTTP_OPTIONS: AnyMessage.pack(options)}
+
+
+def _health_checks(service: ServiceRouting, backend: Backend) -> list[core_v3.HealthCheck]:
+    check = backend.health_check
+    if check is None:
+        return []
+    common = dict(
+        timeout=check.timeout, interval=check.interval,
+        unhealthy_threshold=check.unhealthy_threshold, healthy_threshold=check.healthy_threshold,
+    )
+    if check.grpc_service is not None:
+        return [core_v3.HealthCheck(grpc_health_check=core_v3.HealthCheckGrpcHealthCheck(service_name=check.grpc_service),
+                                    **common)]
+    h2 = service.protocol in ("http2", "grpc")
+    http = core_v3.HealthCheckHttpHealthCheck(
+        path=check.path,
+        expected_statuses=[type_v3.Int64Range(start=check.expected_status, end=check.expected_status + 1)],
+        codec_client_type=type_v3.CodecClientType.HTTP2 if h2 else type_v3.CodecClientType.HTTP1,
+    )
+    return [core_v3.HealthCheck(http_health_check=http, **common)]
+
+
+def _cluster(service: ServiceRouting, name: str, backend: Backend) -> cluster_v3.Cluster:
     """An EDS cluster for one version; endpoints arrive separately on the ADS stream."""
     least_request = service.lb_policy == "least-request"
     extra: dict[str, object] = {}
@@ -333,11 +385,15 @@ def _cluster(service: ServiceRouting, name: str) -> cluster_v3.Cluster:
             base_ejection_time=od.base_ejection_time,
             max_ejection_percent=od.max_ejection_percent,
         )
+    health_checks = _health_checks(service, backend)
+    if health_checks:
+        extra["health_checks"] = health_checks
     return cluster_v3.Cluster(
         name=name,
         type=cluster_v3.ClusterDiscoveryType.EDS,
         eds_cluster_config=cluster_v3.ClusterEdsClusterConfig(eds_config=_ads()),
         connect_timeout=_CONNECT_TIMEOUT,
+        typed_extension_protocol_options=_protocol_options(service),
         lb_policy=cluster_v3.ClusterLbPolicy.LEAST_REQUEST if least_request else cluster_v3.ClusterLbPolicy.ROUND_ROBIN,
         **extra,
     )

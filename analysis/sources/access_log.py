@@ -37,7 +37,11 @@ What one entry becomes (:class:`Entry`)
   no latency sample).
 * **error**: response code >= 500, or no response at all (code 0: a reset
   before the response), or a :data:`ERROR_FLAGS` response flag. 4xx are not
-  errors.
+  errors. gRPC calls answer HTTP 200 whatever happened: the ``grpc-status``
+  Weir's listeners log (a trailer, or a header for a trailers-only response)
+  decides instead - any code but OK is an error, except the client's own
+  faults (:data:`DEFAULT_GRPC_CLIENT_CODES`, the codes gRPC maps to HTTP 4xx;
+  a policy may name others, registered per service).
 
 Memory, and what is kept
 ------------------------
@@ -89,7 +93,7 @@ import re
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import grpc
 import numpy as np
@@ -105,6 +109,7 @@ __all__ = [
     "ALS_METHOD_PATH",
     "ALS_SERVICE",
     "AccessLogSource",
+    "DEFAULT_GRPC_CLIENT_CODES",
     "ERROR_FLAGS",
     "Entry",
     "LIVE",
@@ -146,6 +151,12 @@ ERROR_FLAGS = (
     "downstream_connection_termination",
 )
 
+#: gRPC codes that are the client's fault (gRPC's HTTP mapping gives them 4xx): not errors by default.
+#: CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+#: FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNAUTHENTICATED.
+DEFAULT_GRPC_CLIENT_CODES = frozenset({1, 3, 5, 6, 7, 8, 9, 10, 11, 16})
+_GRPC_STATUS = "grpc-status"
+
 # Weir's route names (xds.translate): "<service>-default", "<service>-header-<i>".
 _HEADER_ROUTE = re.compile(r"^(?P<service>.+)-header-\d+$")
 _DEFAULT_ROUTE_SUFFIX = "-default"
@@ -185,13 +196,28 @@ def _flag_error(flags: Any) -> bool:
     return any(getattr(flags, name) for name in ERROR_FLAGS)
 
 
-def decode(data: bytes) -> DecodedBatch:
+def decode(data: bytes, grpc_client_codes: Mapping[str, frozenset[int]] | None = None) -> DecodedBatch:
     """Decode one serialised ``StreamAccessLogsMessage``."""
-    return decode_message(wire.StreamAccessLogsMessage.FromString(data))
+    return decode_message(wire.StreamAccessLogsMessage.FromString(data), grpc_client_codes)
 
 
-def decode_message(msg: wire.StreamAccessLogsMessage) -> DecodedBatch:
-    """Reduce a parsed message to :class:`Entry` tuples (the hot path: keep it tight)."""
+def grpc_error(status: str, client_codes: frozenset[int]) -> bool:
+    """A gRPC status (the header or trailer text) that counts as the server's failure."""
+    try:
+        code = int(status)
+    except ValueError:
+        return True  # not a gRPC status at all: something broke
+    return code != 0 and code not in client_codes
+
+
+def decode_message(msg: wire.StreamAccessLogsMessage,
+                   grpc_client_codes: Mapping[str, frozenset[int]] | None = None) -> DecodedBatch:
+    """Reduce a parsed message to :class:`Entry` tuples (the hot path: keep it tight).
+
+    ``grpc_client_codes`` maps a cluster to the gRPC codes that are not errors for it
+    (:data:`DEFAULT_GRPC_CLIENT_CODES` otherwise).
+    """
+    overrides = grpc_client_codes or {}
     ident = None
     if msg.HasField("identifier"):
         i = msg.identifier
@@ -219,10 +245,15 @@ def decode_message(msg: wire.StreamAccessLogsMessage) -> DecodedBatch:
             traffic = PINNED
         else:
             traffic = LIVE
-        code = e.response.response_code.value
+        response = e.response
+        code = response.response_code.value
         error = code >= 500 or code == 0
         if not error and c.HasField("response_flags"):
             error = _flag_error(c.response_flags)
+        if not error and (response.response_trailers or response.response_headers):
+            status = response.response_trailers.get(_GRPC_STATUS) or response.response_headers.get(_GRPC_STATUS)
+            if status is not None:
+                error = grpc_error(status, overrides.get(c.upstream_cluster, DEFAULT_GRPC_CLIENT_CODES))
         d = c.time_to_last_upstream_rx_byte if c.HasField("time_to_last_upstream_rx_byte") else c.duration
         st = c.start_time
         ua = c.upstream_remote_address.socket_address
@@ -466,6 +497,7 @@ class AccessLogSource:
         self._arms: dict[tuple[str, str], _Arm] = {}
         self._thins: dict[str, _Thin] = {}
         self._service_of: dict[str, str] = {}  # cluster -> service (registered or learned)
+        self._grpc_client_codes: dict[str, frozenset[int]] = {}  # cluster -> codes that are not errors
         self._pinned: set[int] = set()
         self._streams: list[_Stream] = []
         self._next_stream = 0
@@ -521,7 +553,7 @@ class AccessLogSource:
 
     def ingest_message(self, msg: wire.StreamAccessLogsMessage, stream: _Stream | None = None) -> int:
         """Account one message of a stream; returns the entries counted."""
-        batch = decode_message(msg)
+        batch = decode_message(msg, self._grpc_client_codes)
         if stream is not None:
             stream.messages += 1
             if batch.identifier is not None:
@@ -628,15 +660,23 @@ class AccessLogSource:
             th = self._thins[service] = _Thin(service)
         return th
 
-    def register(self, service: str, versions: Iterable[str]) -> None:
+    def register(self, service: str, versions: Iterable[str], *, grpc_client_codes: Iterable[int] | None = None) -> None:
         """Tell the source which clusters form one service (thinning is shared per service).
 
         Without it the service of a cluster is learned from Weir's route names
         (``<service>-default``), from queries, or guessed as the cluster name
-        up to its last ``-``.
+        up to its last ``-``. ``grpc_client_codes`` (a policy's
+        ``analysis.grpcClientErrors``) are the gRPC codes that are not errors for
+        this service's calls from now on.
         """
+        codes = frozenset(grpc_client_codes) if grpc_client_codes is not None else None
         for version in versions:
-            self._set_service(cluster_of(service, version), service)
+            cluster = cluster_of(service, version)
+            self._set_service(cluster, service)
+            if codes is not None and codes != DEFAULT_GRPC_CLIENT_CODES:
+                self._grpc_client_codes[cluster] = codes
+            else:
+                self._grpc_client_codes.pop(cluster, None)
 
     def _set_service(self, cluster: str, service: str) -> None:
         if self._service_of.get(cluster) == service:

@@ -15,9 +15,11 @@ a valid :class:`~xds.routing.ServiceRouting` for every valid policy and phase.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from policies import LoadBalancing, RolloutPolicy, Service, parse_endpoint
 from policies.endpoints import Endpoint
+from policies.model import HealthCheck
 from xds.cache import DEFAULT_GROUP
 from xds.routing import Backend, HeaderRoute, Mirror, ServiceRouting
 
@@ -40,25 +42,44 @@ class ReleaseSettings:
 
     service: Service
     load_balancing: LoadBalancing
+    health_check: HealthCheck | None = None
 
     @classmethod
     def from_release(cls, release: Release) -> "ReleaseSettings":
+        check = release.settings.get("healthCheck")
         return cls(
             Service.model_validate(release.settings["service"]),
             LoadBalancing.model_validate(release.settings.get("loadBalancing", {})),
+            HealthCheck.model_validate(check) if check is not None else None,
         )
 
 
-def release_settings(policy: RolloutPolicy) -> dict:
-    """The settings a release keeps from the policy that made it live (JSON form)."""
+def release_settings(policy: RolloutPolicy, version: str = "stable") -> dict:
+    """The settings a release keeps from the policy that made it live (JSON form).
+
+    ``version`` says which of the policy's versions becomes (or is) live: its health check goes with it.
+    """
     spec = policy.spec
-    return {
+    out = {
         "service": spec.service.model_dump(mode="json", by_alias=True, exclude_none=True),
         "loadBalancing": spec.load_balancing.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
+    live = spec.canary if version == "canary" else spec.stable
+    if live is not None and live.health_check is not None:
+        out["healthCheck"] = live.health_check.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return out
 
 
-def _endpoints(texts: list[str]) -> list[Endpoint]:
+Expand = Callable[[Iterable[Endpoint]], list[Endpoint]]
+"""Turns policy endpoints (IP addresses or DNS names) into addresses (``EndpointResolver.expand``)."""
+
+
+def _as_is(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
+    return list(endpoints)
+
+
+def endpoints_of(texts: list[str]) -> list[Endpoint]:
+    """A release's stored endpoints (``host:port[@weight]`` strings) as Endpoint objects."""
     return [parse_endpoint(t) for t in texts]
 
 
@@ -73,6 +94,9 @@ def _service_routing(
     sticky_header: str | None = None,
 ) -> ServiceRouting:
     return ServiceRouting.model_construct(
+        protocol=service.protocol,
+        idle_timeout=service.idle_timeout,
+        retries=service.retries,
         name=service.name,
         port=service.port,
         domains=list(service.domains),
@@ -89,18 +113,24 @@ def _service_routing(
     )
 
 
-def routing_of_release(release: Release, settings: ReleaseSettings | None = None) -> ServiceRouting:
+def routing_of_release(release: Release, settings: ReleaseSettings | None = None, expand: Expand = _as_is) -> ServiceRouting:
     """All live traffic to the release's version."""
     settings = settings or ReleaseSettings.from_release(release)
-    backend = Backend.model_construct(version=release.version, endpoints=_endpoints(release.endpoints))
+    backend = Backend.model_construct(version=release.version, endpoints=expand(endpoints_of(release.endpoints)),
+                                      health_check=settings.health_check)
     return _service_routing(settings.service, settings.load_balancing, [backend], {release.version: 100})
 
 
-def routing_of_rollout(rollout: Rollout, policy: RolloutPolicy, release: Release) -> ServiceRouting:
+def routing_of_rollout(rollout: Rollout, policy: RolloutPolicy, release: Release,
+                       settings: ReleaseSettings | None = None, expand: Expand = _as_is) -> ServiceRouting:
     """An active rollout's routing: stable (the live release) and canary, split as its phase and step say."""
     spec = policy.spec
-    stable = Backend.model_construct(version=release.version, endpoints=_endpoints(release.endpoints))
-    canary = Backend.model_construct(version=spec.canary.version, endpoints=list(spec.canary.endpoints))
+    stable_check = spec.stable.health_check if spec.stable is not None else (
+        (settings or ReleaseSettings.from_release(release)).health_check)
+    stable = Backend.model_construct(version=release.version, endpoints=expand(endpoints_of(release.endpoints)),
+                                     health_check=stable_check)
+    canary = Backend.model_construct(version=spec.canary.version, endpoints=expand(spec.canary.endpoints),
+                                     health_check=spec.canary.health_check)
     splitting = rollout.phase in SPLITTING
     weight = rollout.weight if splitting else 0
     mirror = None

@@ -35,10 +35,11 @@ from policies import RolloutPolicy, parse_policy, policy_hash
 from policies.errors import PolicyError
 from xds.routing import RoutingError, ServiceRouting, cross_service_problems
 
-from ..routing.protocol import CONVERGED, FAILED, RouteStatus, ServiceState, TrafficRouter
+from ..routing.protocol import CONVERGED, FAILED, WAITING, RouteStatus, ServiceState, TrafficRouter
+from ..routing.resolver import EndpointResolver
 from ..store import StaleRollout, Store
 from .apply import ApplyPlan, plan_apply
-from .desired import ReleaseSettings, group_of, release_settings, routing_of_release, routing_of_rollout
+from .desired import ReleaseSettings, endpoints_of, group_of, release_settings, routing_of_release, routing_of_rollout
 from .machine import GATE_PROMOTION, Decision, RolloutMachine
 from .model import Event, Phase, Release, Rollout, RolloutConflict, RolloutNotFound
 from .webhooks import WebhookClient
@@ -140,6 +141,7 @@ class Engine:
         gate_retry_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         observer: EngineObserver | None = None,
+        resolver: EndpointResolver | None = None,
     ):
         self.store = store
         self.router = router
@@ -164,9 +166,34 @@ class Engine:
         self.route_status: dict[str, RouteStatus] = {}
         self._running = False
         self._run_tasks = False
+        self.resolver = resolver or EndpointResolver()
+        self.resolver.on_change = self._names_changed
         on_change = getattr(router, "on_change", None)
         if on_change is not None:
             on_change(self._routing_progressed)
+
+    def _names_changed(self, hosts: set[str]) -> None:
+        """DNS names moved: republish the services that use them (make-before-break, like any EDS change)."""
+        for service in {s for s in self._routing} | set(self._releases):
+            if hosts & {e.host for e in self._named_endpoints(service)}:
+                asyncio.create_task(self._publish(service), name=f"weir-dns-{service}")
+
+    def _named_endpoints(self, service: str) -> list:
+        """Every endpoint (IP or name) that the service's routing draws on now."""
+        out = []
+        release = self._releases.get(service)
+        if release is not None:
+            out += endpoints_of(release.endpoints)
+        active = self._active_of(service)
+        if active is not None:
+            out += list(self.policy_of(active).spec.canary.endpoints)
+        return out
+
+    async def _track_names(self, endpoints) -> None:
+        """Resolve names seen for the first time before their routing is built."""
+        new = self.resolver.track(endpoints)
+        if new:
+            await self.resolver.resolve(new)
 
     def _routing_progressed(self) -> None:
         """The data plane moved: rollouts waiting for convergence look now, not at their next tick."""
@@ -184,6 +211,12 @@ class Engine:
         now = self.clock()
         self._releases = {r.service: r for r in await self.store.releases()}
         rollouts = await self.store.list()
+        for release in self._releases.values():
+            self.resolver.track(endpoints_of(release.endpoints))
+        for rollout in rollouts:
+            if rollout.active:
+                self.resolver.track(self.policy_of(rollout).spec.canary.endpoints)
+        await self.resolver.resolve()
         for rollout in rollouts:
             self._rollouts[rollout.name] = rollout
             if rollout.active and rollout.phase is not Phase.PENDING:
@@ -202,6 +235,7 @@ class Engine:
         self._running = True
         self._run_tasks = run
         if run:
+            self.resolver.start()
             for rollout in self._rollouts.values():
                 if rollout.active:
                     self._ensure_worker(rollout.name)
@@ -213,6 +247,7 @@ class Engine:
 
     async def stop(self) -> None:
         self._running = False
+        await self.resolver.stop()
         workers, self._workers = list(self._workers.values()), {}
         for worker in workers:
             await worker.stop()
@@ -277,11 +312,12 @@ class Engine:
         releases = self._releases if releases is None else releases
         release = releases.get(service)
         active = next((r for r in rollouts.values() if r.service == service and r.active), None)
+        expand = self.resolver.expand
         if active is not None and release is not None:
             policy = self.policy_of(active)
-            return group_of(policy, release), routing_of_rollout(active, policy, release)
+            return group_of(policy, release), routing_of_rollout(active, policy, release, self._settings_of(release), expand)
         if release is not None:
-            return release.group, routing_of_release(release, self._settings_of(release))
+            return release.group, routing_of_release(release, self._settings_of(release), expand)
         return None
 
     def _set_routing(self, service: str) -> bool:
@@ -307,7 +343,7 @@ class Engine:
 
         The problems are reported in the policy's own terms (``spec.service.domains[0]``).
         """
-        mine = routing_of_rollout(rollout, policy, release)
+        mine = routing_of_rollout(rollout, policy, release, expand=self.resolver.expand)
         group = group_of(policy, release)
         # Services of another named group never share a proxy with this one.
         visible = [s.routing for name, s in self._routing.items()
@@ -351,6 +387,8 @@ class Engine:
                 other = next((r for r in self._rollouts.values()
                               if r.service == service and r.active and r.name != name), None)
                 release = self._releases.get(service)
+                await self._track_names([*policy.spec.canary.endpoints,
+                                         *(policy.spec.stable.endpoints if policy.spec.stable is not None else ())])
                 plan = plan_apply(
                     policy, digest, existing=existing, existing_policy=self.policy_of(existing) if existing else None,
                     other_active=other, release=release, now=now,
@@ -494,6 +532,10 @@ class Engine:
             state = self._routing.get(rollout.service)
             if state is None:
                 return True
+            unresolved = self.resolver.problems(self._named_endpoints(rollout.service))
+            if unresolved:  # never count (or promote on) traffic of a version we cannot reach
+                self.route_status[name] = RouteStatus(WAITING, "; ".join(unresolved))
+                return True
             status = await self.router.status(rollout.service, state.revision)
             self.route_status[name] = status
             if status.state == CONVERGED:
@@ -584,7 +626,7 @@ class Engine:
         current = self._releases.get(rollout.service)
         return Release(
             service=rollout.service, group=policy.spec.proxy_group or "*", version=policy.spec.canary.version,
-            endpoints=[str(e) for e in policy.spec.canary.endpoints], settings=release_settings(policy),
+            endpoints=[str(e) for e in policy.spec.canary.endpoints], settings=release_settings(policy, "canary"),
             rollout=rollout.name, revision=rollout.revision, updated_at=rollout.updated_at,
             generation=current.generation if current is not None else 0,
         )
