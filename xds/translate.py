@@ -388,6 +388,11 @@ def _cluster(service: ServiceRouting, name: str, backend: Backend) -> cluster_v3
     health_checks = _health_checks(service, backend)
     if health_checks:
         extra["health_checks"] = health_checks
+        # Envoy's panic mode sends traffic to unhealthy hosts once fewer than 50% are healthy; an
+        # unready model must never get traffic, and new hosts wait for their first check.
+        extra["common_lb_config"] = cluster_v3.ClusterCommonLbConfig(
+            healthy_panic_threshold=type_v3.Percent(value=0.0), ignore_new_hosts_until_first_hc=True,
+        )
     return cluster_v3.Cluster(
         name=name,
         type=cluster_v3.ClusterDiscoveryType.EDS,
