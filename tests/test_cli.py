@@ -168,6 +168,21 @@ def test_apply_again_and_releases(server, policy_file, capsys):
     assert json.loads(capsys.readouterr().out)[0]["version"] == "v1"
 
 
+def test_endpoints_set(server, policy_file, capsys):
+    assert weir(server, "apply", "-f", policy_file()) == 0
+    server.ticks(3)
+    capsys.readouterr()
+    assert weir(server, "endpoints", "set", "echo", "v2", "127.0.0.1:8091", "127.0.0.1:8092") == 0
+    assert "endpoints of the canary v2 changed from [127.0.0.1:8091] to [127.0.0.1:8091, 127.0.0.1:8092] (by olga)" in capsys.readouterr().out
+    assert weir(server, "endpoints", "set", "echo", "v2", "127.0.0.1:0") == 1
+    err = capsys.readouterr().err
+    assert "endpoints[0]" in err and "port must be between 1 and 65535" in err
+    assert weir(server, "endpoints", "set", "echo", "v7", "127.0.0.1:1") == 1
+    assert "has no version 'v7' serving" in capsys.readouterr().err
+    assert weir(server, "endpoints", "set", "echo", "v2", "127.0.0.1:1", token=VIEWER_TOKEN) == 1
+    assert "operator" in capsys.readouterr().err
+
+
 def test_apply_json_file_and_env_defaults(server, policy_file, capsys, monkeypatch):
     monkeypatch.setenv("WEIR_SERVER", server.url)
     monkeypatch.setenv("WEIR_TOKEN", OPERATOR_TOKEN)

@@ -521,3 +521,68 @@ async def test_webhook_timeouts_are_bounded_by_the_policy():
 
 async def test_conflicts_are_one_kind_of_error():
     assert issubclass(RolloutConflict, Conflict) and issubclass(InvalidAction, Conflict)
+
+
+# --------------------------------------------------------------------------- endpoints that come and go
+
+
+async def test_endpoints_change_on_an_active_rollout_without_restarting_it(make):
+    """Defect: a replica added by an autoscaler reached traffic only by aborting the rollout."""
+    h = await make(("pass", "inconclusive"))
+    await h.engine.submit(policy())
+    await h.ticks(6)
+    before = await h.get()
+    assert (before.phase, before.step) == (Phase.PROGRESSING, 1)
+    result = await h.engine.set_endpoints("echo", "v2", ["127.0.0.1:8091", "127.0.0.1:8092@2"], actor="autoscaler")
+    assert result["rollout"] == "echo" and "changed from [127.0.0.1:8091] to [127.0.0.1:8091, 127.0.0.1:8092@2]" in result["message"]
+    await h.engine.set_endpoints("echo", "v1", ["127.0.0.1:8081", "127.0.0.1:8083"])
+    await h.ticks(2)
+    after = await h.get()
+    assert (after.phase, after.step, after.revision, after.analysis_run) == (Phase.PROGRESSING, 1, 1, 1)  # not restarted
+    routing = h.engine._routing["echo"].routing
+    assert [str(e) for e in routing.backend("v2").endpoints] == ["127.0.0.1:8091", "127.0.0.1:8092@2"]
+    assert [str(e) for e in routing.backend("v1").endpoints] == ["127.0.0.1:8081", "127.0.0.1:8083"]
+    assert h.engine.release("echo").endpoints == ["127.0.0.1:8081", "127.0.0.1:8083"]
+    events = [e for e in await h.engine.events("echo") if e.kind == "endpoints"]
+    assert len(events) == 2 and "(by autoscaler)" in events[0].reason
+    # The same policy applied again is still "unchanged": the endpoints API is not a policy edit.
+    assert (await h.engine.apply(policy())).plan.action == "unchanged"
+    # Nothing else can change.
+    with pytest.raises(PolicyValidationError) as info:
+        await h.engine.set_endpoints("echo", "v2", ["127.0.0.1:99999", "10.0.0.1:80", "10.0.0.1:80"])
+    assert [e.path for e in info.value.errors] == ["endpoints[0]", "endpoints[2]"]
+    with pytest.raises(Exception, match="has no version 'v9' serving \\(it serves: live v1, canary v2\\)"):
+        await h.engine.set_endpoints("echo", "v9", ["127.0.0.1:1"])
+    with pytest.raises(Exception, match="no service named 'nope'"):
+        await h.engine.set_endpoints("nope", "v1", ["127.0.0.1:1"])
+
+
+async def test_live_endpoints_change_with_no_rollout_running(make):
+    h = await make(("pass",))
+    await h.engine.submit(policy())
+    await walk(h)
+    await h.engine.set_endpoints("echo", "v2", ["127.0.0.1:9999"])
+    await h.ticks(1)
+    assert h.engine.release("echo").endpoints == ["127.0.0.1:9999"]
+    assert [str(e) for e in h.engine._routing["echo"].routing.backend("v2").endpoints] == ["127.0.0.1:9999"]
+    # The store kept it: a new engine over the same database serves the new endpoints.
+    await h.engine.store.close()
+    h2 = await make(("pass",))
+    assert h2.engine.release("echo").endpoints == ["127.0.0.1:9999"]
+    assert [e.kind for e in await h2.engine.events("echo")][-1] == "endpoints"
+
+
+async def test_a_name_that_does_not_resolve_holds_the_rollout(make):
+    h = await make(("pass",))
+    data = policy().model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["spec"]["canary"]["endpoints"] = ["no-such-model.invalid:8091"]
+    await h.engine.submit(RolloutPolicy.model_validate(data))
+    await h.ticks(5)
+    r = await h.get()
+    assert r.phase is Phase.PROGRESSING and r.converged_at is None and h.engine.analyzer.calls == []
+    assert "no-such-model.invalid:8091 does not resolve" in h.engine.route_status["echo"].detail
+    # A name that resolves (localhost) is handed to Envoy as its address.
+    await h.engine.set_endpoints("echo", "v2", ["localhost:8091"])
+    await h.ticks(3)
+    assert [str(e) for e in h.engine._routing["echo"].routing.backend("v2").endpoints] == ["127.0.0.1:8091"]
+    assert h.engine.analyzer.calls

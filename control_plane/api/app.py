@@ -222,6 +222,17 @@ class WeightRequest(BaseModel):
     weight: StrictInt = Field(ge=0, le=100, description="percent of live traffic to the canary, 0-100")
 
 
+class EndpointsRequest(BaseModel):
+    """Body of ``PUT /v1/services/{service}/versions/{version}/endpoints``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    endpoints: list[str] = Field(description='host:port[@weight]; the host an IP address or a DNS name')
+
+
+ENDPOINTS_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": EndpointsRequest.model_json_schema()}}}
+}
+
 POLICY_BODY = {
     "requestBody": {
         "required": True,
@@ -384,6 +395,25 @@ def create_app(
         headers = {"Location": f"/v1/rollouts/{applied.rollout.name}"} if applied.rollout is not None else None
         return JSONResponse(applied_json(applied, policy.spec.service.name), status_code=201 if applied.created else 200,
                             headers=headers)
+
+    @app.put("/v1/services/{service}/versions/{version}/endpoints",
+             summary="Change where a version runs (the live one or the active canary) without restarting the rollout",
+             tags=["rollouts"], openapi_extra=ENDPOINTS_BODY, responses=write_errors)
+    async def set_endpoints(service: str, version: str, request: Request, principal: Principal = Depends(operator)):
+        text = await _read_text(request)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ApiProblem(400, "malformed-body", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); "
+                                                   'expected {"endpoints": ["host:port", ...]}')
+        try:
+            body = EndpointsRequest.model_validate(data)
+        except ValidationError as exc:
+            raise ApiProblem(422, "invalid-request", 'expected {"endpoints": ["host:port", ...]}', title="Invalid request",
+                             errors=_validation_errors(exc))
+        result = await engine.set_endpoints(service, version, body.endpoints, actor=principal.name)
+        log.info("%s: %s", principal.name, result["message"])
+        return result
 
     @app.get("/v1/releases", summary="What is live per service: version, endpoints, the rollout that made it live",
              tags=["rollouts"], responses=_responses(401, 403))

@@ -116,6 +116,10 @@ class WeirClient:
     def list(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/rollouts")["items"]
 
+    def set_endpoints(self, service: str, version: str, endpoints: list[str]) -> dict[str, Any]:
+        return self._request("PUT", f"/v1/services/{_segment(service)}/versions/{_segment(version)}/endpoints",
+                             json={"endpoints": endpoints})
+
     def releases(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/releases")["items"]
 

@@ -430,6 +430,15 @@ def _cmd_proxies(client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_endpoints_set(client, args: argparse.Namespace, out: TextIO) -> int:
+    result = client.set_endpoints(args.service, args.version, args.endpoints)
+    if args.output:
+        _dump(result, args.output, out)
+    else:
+        print(result["message"], file=out)
+    return 0
+
+
 def _cmd_releases(client, args: argparse.Namespace, out: TextIO) -> int:
     items = client.releases()
     if args.output:
@@ -578,6 +587,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxies", help="connected Envoy proxies, their versions and NACKs", parents=[conn])
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_proxies))
+
+    p = sub.add_parser("endpoints", help="change where a version runs, without restarting its rollout")
+    esub = p.add_subparsers(dest="endpoints_command", required=True, metavar="COMMAND")
+    e = esub.add_parser("set", parents=[conn],
+                        help="set the endpoints of the live version or of the active canary (make-before-break)",
+                        description="Replace the endpoints of one version of a service: the live version (its "
+                                    "release) or the active rollout's canary. The rollout goes on; the change is an "
+                                    "EDS update and an event.")
+    e.add_argument("service")
+    e.add_argument("version")
+    e.add_argument("endpoints", nargs="+", metavar="HOST:PORT[@WEIGHT]")
+    output_option(e)
+    e.set_defaults(func=_client_command(_cmd_endpoints_set))
 
     p = sub.add_parser("releases", help="what is live per service: version, endpoints, the rollout that made it live",
                        parents=[conn])

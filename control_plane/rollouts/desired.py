@@ -129,7 +129,8 @@ def routing_of_rollout(rollout: Rollout, policy: RolloutPolicy, release: Release
         (settings or ReleaseSettings.from_release(release)).health_check)
     stable = Backend.model_construct(version=release.version, endpoints=expand(endpoints_of(release.endpoints)),
                                      health_check=stable_check)
-    canary = Backend.model_construct(version=spec.canary.version, endpoints=expand(spec.canary.endpoints),
+    declared = endpoints_of(rollout.canary_endpoints) if rollout.canary_endpoints is not None else spec.canary.endpoints
+    canary = Backend.model_construct(version=spec.canary.version, endpoints=expand(declared),
                                      health_check=spec.canary.health_check)
     splitting = rollout.phase in SPLITTING
     weight = rollout.weight if splitting else 0

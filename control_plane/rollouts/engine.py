@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from analysis.analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
-from policies import RolloutPolicy, parse_policy, policy_hash
+from policies import PolicyValidationError, RolloutPolicy, parse_endpoint, parse_policy, policy_hash
 from policies.errors import PolicyError
 from xds.routing import RoutingError, ServiceRouting, cross_service_problems
 
+from ..errors import NotFound
 from ..routing.protocol import CONVERGED, FAILED, WAITING, RouteStatus, ServiceState, TrafficRouter
 from ..routing.resolver import EndpointResolver
 from ..store import StaleRollout, Store
@@ -186,7 +187,10 @@ class Engine:
             out += endpoints_of(release.endpoints)
         active = self._active_of(service)
         if active is not None:
-            out += list(self.policy_of(active).spec.canary.endpoints)
+            if active.canary_endpoints is not None:
+                out += endpoints_of(active.canary_endpoints)
+            else:
+                out += list(self.policy_of(active).spec.canary.endpoints)
         return out
 
     async def _track_names(self, endpoints) -> None:
@@ -216,6 +220,8 @@ class Engine:
         for rollout in rollouts:
             if rollout.active:
                 self.resolver.track(self.policy_of(rollout).spec.canary.endpoints)
+                if rollout.canary_endpoints is not None:
+                    self.resolver.track(endpoints_of(rollout.canary_endpoints))
         await self.resolver.resolve()
         for rollout in rollouts:
             self._rollouts[rollout.name] = rollout
@@ -471,6 +477,74 @@ class Engine:
         if rollout.active:
             self._ensure_worker(name)
         return rollout
+
+    async def set_endpoints(self, service: str, version: str, texts: list[str], *, actor: str | None = None) -> dict[str, Any]:
+        """Change where one version of a service runs, without restarting its rollout (an autoscaler's call).
+
+        ``version`` is the live version (the release's endpoints change) or the active rollout's
+        canary. The change is an EDS update, applied make-before-break, recorded as an event.
+        """
+        endpoints, errors, at = [], [], []
+        for i, text in enumerate(texts):
+            try:
+                endpoints.append(parse_endpoint(text))
+                at.append(i)
+            except ValueError as err:
+                errors.append(PolicyError(f"endpoints[{i}]", str(err)))
+        if not texts:
+            errors.append(PolicyError("endpoints", 'needs at least one endpoint, e.g. ["10.0.0.7:8080"]'))
+        seen: dict[str, int] = {}
+        for i, endpoint in zip(at, endpoints):
+            if endpoint.address in seen:
+                errors.append(PolicyError(f"endpoints[{i}]", f"{endpoint.address} is listed twice (first at endpoints[{seen[endpoint.address]}])"))
+            seen.setdefault(endpoint.address, i)
+        if errors:
+            raise PolicyValidationError(errors)
+        new = [str(e) for e in endpoints]
+        who = actor or "an operator"
+        async with self._apply_lock:
+            release = self._releases.get(service)
+            if release is None:
+                raise NotFound(f"no service named {service!r} (it gets one with its first policy)", path="service")
+            active = self._active_of(service)
+            await self._track_names(endpoints)
+            now = self.clock()
+            if version == release.version:
+                before = release.endpoints
+                updated = dataclasses.replace(release, endpoints=new, updated_at=now)
+                reason = f"endpoints of the live {version} changed from [{', '.join(before)}] to [{', '.join(new)}] (by {who})"
+                if active is not None:
+                    async with self._lock(active.name):
+                        current = await self.store.get(active.name)
+                        event = Event(current.name, current.revision, "endpoints", current.phase.value, current.phase.value,
+                                      current.step, current.weight, reason, current.policy_hash, at=now)
+                        stored = await self.store.update(dataclasses.replace(current, updated_at=now), [event], release=updated)
+                        self._rollouts[stored.name] = stored
+                else:
+                    owner = release.rollout or next((r.name for r in self._rollouts.values() if r.service == service), "")
+                    last = self._rollouts.get(owner)
+                    event = Event(owner, last.revision if last else 0, "endpoints", last.phase.value if last else None,
+                                  last.phase.value if last else "Succeeded", last.step if last else -1,
+                                  last.weight if last else 0, reason, last.policy_hash if last else "", at=now)
+                    await self.store.put_release(updated, [event])
+                self._releases[service] = updated
+                self._emit([event])
+            elif active is not None and version == active.canary_version:
+                async with self._lock(active.name):
+                    current = await self.store.get(active.name)
+                    before = current.canary_endpoints or [str(e) for e in self.policy_of(current).spec.canary.endpoints]
+                    reason = f"endpoints of the canary {version} changed from [{', '.join(before)}] to [{', '.join(new)}] (by {who})"
+                    event = Event(current.name, current.revision, "endpoints", current.phase.value, current.phase.value,
+                                  current.step, current.weight, reason, current.policy_hash, at=now)
+                    stored = await self.store.update(dataclasses.replace(current, canary_endpoints=new, updated_at=now), [event])
+                    self._rollouts[stored.name] = stored
+                    self._emit([event])
+            else:
+                serving = f"live {release.version}" + (f", canary {active.canary_version}" if active else "")
+                raise NotFound(f"service {service!r} has no version {version!r} serving (it serves: {serving})", path="version")
+        await self._publish(service)
+        return {"service": service, "version": version, "endpoints": new, "rollout": active.name if active else None,
+                "message": reason}
 
     async def get(self, name: str) -> Rollout:
         return await self.store.get(name)

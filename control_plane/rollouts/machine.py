@@ -295,7 +295,7 @@ class RolloutMachine:
         )
         return self._decide(
             base, now, "restarted", reason, phase=Phase.PENDING, step=-1, weight=0, mirror=0.0, weight_override=None,
-            gate=None, verdict=None, step_started_at=None, deadline_at=None, converged_at=None,
+            gate=None, verdict=None, step_started_at=None, deadline_at=None, converged_at=None, canary_endpoints=None,
         )
 
     # -- operator actions -------------------------------------------------------------

@@ -106,6 +106,7 @@ class Rollout:
     generation: int = 0  # bumped by every stored change (optimistic concurrency)
     analysis_run: int = 1  # bumped when the analysis must start over (new canary, retry, changed analysis)
     segment: int = 0  # bumped when a step's samples restart (restart, resume, set-weight): the judge continues
+    canary_endpoints: list[str] | None = None  # set through `weir endpoints set` (e.g. an autoscaler); else the policy's
 
     @property
     def active(self) -> bool:

@@ -35,6 +35,9 @@ class Store(Protocol):
     async def update(self, rollout: Rollout, events: list[Event], *, release: Release | None = None) -> Rollout:
         """Store a decision: the rollout (generation-checked), its events, and the release it moved."""
 
+    async def put_release(self, release: Release, events: list[Event]) -> Release:
+        """Write a release with its events, one transaction (endpoints changed while no rollout runs)."""
+
     async def get(self, name: str) -> Rollout: ...
     async def list(self) -> list[Rollout]: ...
     async def events(self, name: str, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...

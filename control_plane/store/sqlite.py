@@ -157,6 +157,22 @@ class SQLiteStore:
     async def update(self, rollout: Rollout, events: list[Event], *, release: Release | None = None) -> Rollout:
         return await self._run(self._update, rollout, events, release)
 
+    def _put_release(self, release: Release, events: list[Event]) -> Release:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_release(conn, release)
+            self._insert_events(conn, events)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return release
+
+    async def put_release(self, release: Release, events: list[Event]) -> Release:
+        """Write a release (and the events that explain it) when no rollout decision goes with it."""
+        return await self._run(self._put_release, release, events)
+
     def _save_judge_state(self, rollout: str, run: int, step: int, state: dict[str, Any]) -> None:
         self._conn.execute(
             "INSERT OR REPLACE INTO judge_states(rollout, run, step, at, data) VALUES (?, ?, ?, ?, ?)",
