@@ -243,6 +243,29 @@ def count_log_evalue_groups(groups: Sequence[Sequence[float]], *, ratio: float =
     return float(logmeanexp(total))
 
 
+def _count_log_evalue_margins(groups, ratios: np.ndarray, margins: np.ndarray, direction: str, fractions) -> np.ndarray:
+    """The count test's log e-value for many candidate (ratio, margin) pairs at once (the confidence bounds)."""
+    ratios = np.asarray(ratios, dtype=np.float64)[:, None]
+    margins = np.asarray(margins, dtype=np.float64)[:, None]
+    total = 0.0
+    for p, xc, xs, nc, ns in groups:
+        fr = (bet_fractions(p) if fractions is None else np.asarray(fractions, dtype=np.float64))[None, :]
+        inc_c = 1.0 / p - margins
+        dec_s = ratios / (1.0 - p) + margins
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if direction == "fail":
+                lam = fr / dec_s
+                a, b, c = np.log1p(lam * inc_c), np.log1p(-lam * dec_s), np.log1p(-lam * margins)
+            else:
+                mu = fr / inc_c
+                a, b, c = np.log1p(-mu * inc_c), np.log1p(mu * dec_s), np.log1p(mu * margins)
+        no = (nc - xc) + (ns - xs)
+        t = xc * a + xs * b
+        t = t + np.where(margins != 0.0, no * c, 0.0)
+        total = total + t
+    return logmeanexp(np.where(np.isfinite(total), total, -np.inf))
+
+
 def count_bound(
     x_c: int,
     x_s: int,
@@ -260,61 +283,63 @@ def count_bound(
 
     ``kind="difference"``: bounds on e_c - e_s (absolute); ``kind="ratio"``: on
     e_c / e_s. ``side="lower"`` inverts the fail test, ``side="upper"`` the pass
-    test, by bisection on the margin (the tests are monotone in it). With
-    ``groups`` ([(share, x_c, x_s, n_c, n_s), ...]) the counts of periods with
-    different shares are combined (the positional counts are then ignored).
+    test (the tests are monotone in the margin), on a grid refined three
+    times (relative precision ~1e-4). With ``groups`` ([(share, x_c, x_s, n_c,
+    n_s), ...]) the counts of periods with different shares are combined (the
+    positional counts are then ignored).
     """
     if groups is None:
         groups = [(share, x_c, x_s, n_c, n_s)]
     groups = [tuple(float(v) for v in g) for g in groups]
+    if side not in ("lower", "upper"):
+        raise ValueError(side)
     target = math.log(1.0 / alpha)
     d = "fail" if side == "lower" else "pass"
-
-    def terms(ratio: float, margin: float) -> float:
-        total = 0.0
-        for p, xc, xs, nc, ns in groups:
-            no = (nc - xc) + (ns - xs)
-            fr = bet_fractions(p) if fractions is None else fractions
-            total = total + count_log_terms(xc, xs, no, p, ratio=ratio, margin=margin, direction=d, fractions=fr)
-        return float(logmeanexp(total))
-
     if kind == "difference":
-        lo, hi = -1.0 + 1e-9, 1.0 - 1e-9
-        hi = min([hi] + [1.0 / g[0] - 1e-9 for g in groups])
+        lo, hi = -1.0 + 1e-9, min([1.0 - 1e-9] + [1.0 / g[0] - 1e-9 for g in groups])
+        mags = 10.0 ** np.linspace(-8.0, 0.0, 41)
+        grid = np.unique(np.clip(np.concatenate([-mags[::-1], [0.0], mags]), lo, hi))
 
-        def stat(m: float) -> float:
-            return terms(1.0, m)
+        def stat(m):
+            return _count_log_evalue_margins(groups, np.ones_like(m), m, d, fractions)
+
+        def refine(a, b):
+            return np.linspace(a, b, 33)
     elif kind == "ratio":
         lo, hi = 1e-6, 1e6
+        grid = np.geomspace(lo, hi, 73)
 
-        def stat(m: float) -> float:
-            return terms(m, 0.0)
+        def stat(m):
+            return _count_log_evalue_margins(groups, m, np.zeros_like(m), d, fractions)
+
+        def refine(a, b):
+            return np.geomspace(a, b, 33)
     else:
         raise ValueError(kind)
-
+    # lower: the fail e-value decreases in the margin, LCB = inf{m : E(m) < target};
+    # upper: the pass e-value increases in it, UCB = sup{m : E(m) < target}.
+    e = stat(grid)
     if side == "lower":
-        # fail-test e-value decreases in the margin: LCB = inf{m : E(m) < 1/alpha}
-        if stat(lo) < target:
+        if e[0] < target:
             return lo if kind == "difference" else 0.0
-        while not _close(lo, hi, kind):
-            mid = 0.5 * (lo + hi) if kind == "difference" else math.sqrt(lo * hi)
-            if stat(mid) >= target:
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    if side == "upper":
-        # pass-test e-value increases in the margin: UCB = sup{m : E(m) < 1/alpha}
-        if stat(hi) < target:
-            return hi if kind == "difference" else math.inf
-        while not _close(lo, hi, kind):
-            mid = 0.5 * (lo + hi) if kind == "difference" else math.sqrt(lo * hi)
-            if stat(mid) >= target:
-                hi = mid
-            else:
-                lo = mid
-        return hi
-    raise ValueError(side)
+        for _ in range(3):
+            below = np.flatnonzero(e < target)
+            if below.size == 0:
+                return float(grid[-1])
+            i = int(below[0])
+            grid = refine(grid[i - 1], grid[i])
+            e = stat(grid)
+        return float(grid[np.flatnonzero(e >= target).max()])
+    if e[-1] < target:
+        return hi if kind == "difference" else math.inf
+    for _ in range(3):
+        above = np.flatnonzero(e >= target)
+        i = int(above[0])
+        if i == 0:
+            return float(grid[0])
+        grid = refine(grid[i - 1], grid[i])
+        e = stat(grid)
+    return float(grid[np.flatnonzero(e >= target).min()])
 
 
 def _close(lo: float, hi: float, kind: str) -> bool:
@@ -736,10 +761,10 @@ class QuantileBlocks:
         sk = None
         ptr = 0
         n_at = self.n_at
+        need_first = int(self.min_stable[~self.fresh].min()) if (~self.fresh).any() else None
         for b, jj in enumerate(closes):
             n = s_cum[jj]
-            first = (~self.fresh) & (n >= self.min_stable)
-            if first.any() or (n_at > 0 and n >= self.regrow * n_at):
+            if (need_first is not None and n >= need_first) or (n_at > 0 and n >= self.regrow * n_at):
                 if sk is None:
                     sk = self.sketch_s.copy()
                 end = int(s_off[jj + 1])
@@ -751,6 +776,7 @@ class QuantileBlocks:
                     self.fresh[i] = True
                     if np.isnan(self.scale[i]):
                         self.scale[i] = T[i]
+                need_first = int(self.min_stable[~self.fresh].min()) if (~self.fresh).any() else None
                 n_at = n
                 self.estimates += 1
             T_blocks[b + 1] = T

@@ -505,23 +505,29 @@ class SequentialJudge:
         fail_any = np.zeros((L, n_slo), dtype=bool)
         evid = np.zeros((L, n_slo), dtype=np.int64)  # the SLO's own canary observations
 
-        # error rate
+        # error rate (the e-values only change at looks whose counts changed: computed there, carried forward)
+        n_o = (gc[:, 0] - gc[:, 1]) + (gc[:, 2] - gc[:, 3])
         for i, test in enumerate(self.tests):
             if test != "counts":
                 continue
             slo = self.slos[i]
             ratio, margin = (1.0 + slo.max_increase, 0.0) if slo.relative else (1.0, slo.max_increase)
+            key = np.stack([gc[:, 1], gc[:, 3]] + ([n_o] if margin != 0.0 else []), axis=1)
+            change = np.ones(L, dtype=bool)
+            change[1:] = (key[1:] != key[:-1]).any(axis=1)
+            at = np.flatnonzero(change)
+            fill = np.maximum.accumulate(np.where(change, np.arange(L), 0))
+            pos = np.searchsorted(at, fill)
             other = {q: g for q, g in self._groups.items() if q != p}
-            n_o = (gc[:, 0] - gc[:, 1]) + (gc[:, 2] - gc[:, 3])
-            tf = sq.count_log_terms(gc[:, 1], gc[:, 3], n_o, p, ratio=ratio, margin=margin, direction="fail")  # (L, J)
-            tp = sq.count_log_terms(gc[:, 1], gc[:, 3], n_o, p, ratio=ratio, margin=margin, direction="pass")
+            tf = sq.count_log_terms(gc[at, 1], gc[at, 3], n_o[at], p, ratio=ratio, margin=margin, direction="fail")  # (U, J)
+            tp = sq.count_log_terms(gc[at, 1], gc[at, 3], n_o[at], p, ratio=ratio, margin=margin, direction="pass")
             n_o0 = (g0[0] - g0[1]) + (g0[2] - g0[3])
             tf0 = sq.count_log_terms(g0[1], g0[3], n_o0, p, ratio=ratio, margin=margin, direction="fail")
-            log_fail[:, i] = sq.logmeanexp(self._count_terms(i, "fail", other) + tf)
-            log_pass[:, i] = sq.logmeanexp(self._count_terms(i, "pass", other) + tp)
+            log_fail[:, i] = sq.logmeanexp(self._count_terms(i, "fail", other) + tf)[pos]
+            log_pass[:, i] = sq.logmeanexp(self._count_terms(i, "pass", other) + tp)[pos]
             fail_any[:, i] = self._own[i] & (log_fail[:, i] >= math.log(1.0 / self.alpha_test))
             for m in self._carried[i]:
-                le = sq.logmeanexp(m.log_w[None] + (tf - tf0))
+                le = sq.logmeanexp(m.log_w[None] + (tf - tf0))[pos]
                 fail_any[:, i] |= le >= math.log(1.0 / m.alpha)
                 m.log_w = m.log_w + (tf[-1] - tf0)
                 m.log_e = float(le[-1])
@@ -561,12 +567,13 @@ class SequentialJudge:
             cp = np.concatenate([np.zeros((1,) + w0p.shape), np.cumsum(res.lr_pass, axis=0)], axis=0)
             cm = np.concatenate([np.zeros((1, len(self._specs)), dtype=np.int64), np.cumsum(res.n_a, axis=0)], axis=0)
             for i, j in self._q_of.items():
-                lf = sq.logmeanexp(w0f[j][None] + cf[nbl, j])
+                # values per closed block, then per look (a look sees the blocks closed up to it)
+                lf = sq.logmeanexp(w0f[j][None] + cf[:, j])[nbl]
                 log_fail[:, i] = lf
-                log_pass[:, i] = sq.logmeanexp(w0p[j][None] + cp[nbl, j])
+                log_pass[:, i] = sq.logmeanexp(w0p[j][None] + cp[:, j])[nbl]
                 fail_any[:, i] = self._own[i] & (lf >= math.log(1.0 / self.alpha_test))
                 for m, base in zip(self._carried[i], carried0[i]):
-                    le = sq.logmeanexp(base[None] + cf[nbl, j])
+                    le = sq.logmeanexp(base[None] + cf[:, j])[nbl]
                     fail_any[:, i] |= le >= math.log(1.0 / m.alpha)
                     m.log_w = base + cf[-1, j]
                     m.log_e = float(le[-1])
