@@ -103,7 +103,7 @@ def test_new_segment_adds_to_the_totals_and_a_new_share_keeps_the_tests():
 
 def test_share_changes_and_restarts_keep_the_false_rollback_rate():
     """A/A with three weights (new segments) and a restart in each: rollbacks <= alpha (CP interval)."""
-    reps, fails = 100, 0
+    reps, fails = 60, 0
     slos = [SLO("error-rate", 0.0), SLO("latency", 0.0, 0.5), SLO("latency", 0.0, 0.99)]
     plan = [(0, 4000, 0.05), (4000, 8000, 0.25), (8000, 12000, 0.5)]
     for r in range(reps):
@@ -116,7 +116,7 @@ def test_share_changes_and_restarts_keep_the_false_rollback_rate():
                 j.new_segment()
             start = a
             for t in range(a + 1000, b + 1, 1000):
-                if t == a + 3000:
+                if t == a + 2000:
                     j = _restore(j, slos)
                     start = t - 1000
                 out = j.evaluate(*st_.window(start, t), canary_share=p).outcome
@@ -141,7 +141,7 @@ def _cumulative_looks(st_, ends):
 def test_restarts_every_few_looks_spend_alpha_once():
     """Restarting after every 2nd look gives exactly the uninterrupted decisions (run_stream, the same code as
     evaluate, gives those), so the A/A rate with restarts is the uninterrupted one: <= alpha."""
-    reps, look, n = 100, 1000, 8000
+    reps, look, n = 60, 1000, 8000
     slos = [SLO("error-rate", 0.0), SLO("latency", 0.0, 0.5), SLO("latency", 0.0, 0.99)]
     fails = 0
     for r in range(reps):
@@ -219,7 +219,7 @@ def test_a_chain_of_judges_never_starts_more_than_n_steps_e_processes():
 
 def test_rollout_false_rollback_rate_with_carry_over_three_steps():
     """A/A over a 3-step rollout (weights 5%, 20%, 50%), every earlier e-process carried: rollout rate <= alpha."""
-    reps, fails = 100, 0
+    reps, fails = 60, 0
     slos = [SLO("error-rate", 0.0), SLO("latency", 0.0, 0.5), SLO("latency", 0.0, 0.99)]
     for r in range(reps):
         carry = None
@@ -227,7 +227,7 @@ def test_rollout_false_rollback_rate_with_carry_over_three_steps():
         for step, p in enumerate((0.05, 0.2, 0.5)):
             st_ = Stream(5000, p, seed=3000 + 10 * r + step, e_s=0.01, e_c=0.01)
             j = make_judge("sequential", slos, alpha=ALPHA, n_steps=3, carry=carry)
-            for t in range(1000, 5001, 1000):
+            for t in range(1250, 5001, 1250):
                 if j.evaluate(*st_.window(0, t), canary_share=p).outcome == "fail":
                     failed = True
                     break
