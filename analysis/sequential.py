@@ -465,7 +465,7 @@ def srm_log_evalue(n_c: Any, n: Any, share: float) -> np.ndarray:
     for k in SRM_CONCENTRATIONS:
         a, b = k * p, k * (1.0 - p)
         out.append(special.betaln(a + n_c, b + n - n_c) - special.betaln(a, b) - n_c * math.log(p) - (n - n_c) * math.log1p(-p))
-    return special.logsumexp(np.stack(out, axis=-1), axis=-1) - math.log(len(SRM_CONCENTRATIONS))
+    return logmeanexp(np.stack(out, axis=-1))
 
 
 

@@ -43,6 +43,8 @@ Suites
 
 Output: tables on stderr; on stdout one JSON line per method (summary and targets) and one JSON line
 per (adversarial cell, method).
+Full run: 1,000 replications per cell, 50k-request horizon (1M for the error scenarios); --quick: 200
+replications, 20k requests, the 10% share only (a few minutes).
 Usage: bench/analysis_sim.py [--quick] [--reps N] [--seed S] [--suite all|power|adversarial]
 """
 
@@ -739,8 +741,8 @@ def summarise(o: Outcome, null: bool) -> dict:
 
 def run(args) -> None:
     t_start = time.time()
-    reps = args.reps or (200 if args.quick else 2000)
-    h_lat = args.horizon or (30_000 if args.quick else 100_000)
+    reps = args.reps or (200 if args.quick else 1000)
+    h_lat = args.horizon or (20_000 if args.quick else 50_000)
     h_err = 1_000_000
     h_adv = args.horizon or (20_000 if args.quick else 50_000)
     master = np.random.SeedSequence(args.seed)
@@ -752,6 +754,8 @@ def run(args) -> None:
                 if args.quick and mk == "5%" and (scn.null or scn.family == "errors"):
                     continue  # quick: the 5%-margin run only for the latency regressions
                 for p in SHARES:
+                    if args.quick and p != 0.10:
+                        continue  # quick: the 10% share (the targets' cells) only
                     for rate in RATES:
                         if args.quick and mk == "5%" and rate != 10.0:
                             continue
@@ -956,10 +960,10 @@ def targets(pm: dict) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a few minutes: 200 reps, 30k-request horizon (20k adversarial)")
-    ap.add_argument("--reps", type=int, default=None, help="replications per cell (default 2000, quick 200)")
+    ap.add_argument("--quick", action="store_true", help="a few minutes: 200 reps, 20k-request horizon, 10% share only")
+    ap.add_argument("--reps", type=int, default=None, help="replications per cell (default 1000, quick 200)")
     ap.add_argument("--seed", type=int, default=20240601)
-    ap.add_argument("--horizon", type=int, default=None, help="total requests per latency run (default 100k / 50k adversarial; quick 30k / 20k)")
+    ap.add_argument("--horizon", type=int, default=None, help="total requests per latency run (default 50k; quick 20k)")
     ap.add_argument("--chunk", type=int, default=250, help="replications simulated together in the error cells (memory)")
     ap.add_argument("--suite", choices=("all", "power", "adversarial"), default="all")
     args = ap.parse_args(argv)
