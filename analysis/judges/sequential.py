@@ -381,13 +381,22 @@ class SequentialJudge:
             self._refresh_log_e()
             self._new_segment = True
 
+    # Work units of evaluate (about 10 ns each, the scale of judge.INLINE_WORK_LIMIT): a fixed part for the
+    # evidence (confidence bounds, interval grid) and a part per new sample and quantile SLO (comparisons
+    # with the interval grid's thresholds, the block's hypergeometric support). Measured, not guessed.
+    _WORK_FIXED = 150_000
+    _WORK_PER_SAMPLE = 10
+    _WORK_PER_SAMPLE_QUANTILE = 25
+
     def work_estimate(self, stable: ArmSamples, canary: ArmSamples) -> int:
-        """Rough element count of the next evaluate (new samples, times the quantile SLOs' interval grid)."""
+        """Rough cost of the next evaluate, in ~10 ns units (evaluate_async moves large ones off the loop)."""
         base = self._seen[2] if not self._new_segment else np.zeros(2, dtype=np.int64)
-        new = max(stable.latencies_ms.size - int(base[0]), 0) + max(canary.latencies_ms.size - int(base[1]), 0)
-        if new < 0 or stable.latencies_ms.size < base[0] or canary.latencies_ms.size < base[1]:
-            new = stable.latencies_ms.size + canary.latencies_ms.size
-        return int(new * (1 + 2 * len(self._specs)))
+        if stable.latencies_ms.size < base[0] or canary.latencies_ms.size < base[1]:
+            new = 0  # a shrunk segment: its content is skipped
+        else:
+            new = (stable.latencies_ms.size - int(base[0])) + (canary.latencies_ms.size - int(base[1]))
+        per = self._WORK_PER_SAMPLE + self._WORK_PER_SAMPLE_QUANTILE * len(self._specs)
+        return int(self._WORK_FIXED + new * per)
 
     @property
     def lock(self) -> threading.Lock:
@@ -484,7 +493,7 @@ class SequentialJudge:
         log_thr_pass = math.log(1.0 / self.pass_alpha)
         if self._share is not None and p != self._share and self._qb is not None:
             # a new share: the open block must not mix two shares
-            self._apply_blocks(self._qb.flush(), 1)
+            self._apply_blocks(self._qb.flush())
         self._share = p
 
         cum_req = self._req[None] + np.cumsum(lk.d_req, axis=0)  # (L, 2)
@@ -634,7 +643,7 @@ class SequentialJudge:
         self.looks += L
         return outcome, fail_slo
 
-    def _apply_blocks(self, res: sq.BlockResult, L: int) -> None:
+    def _apply_blocks(self, res: sq.BlockResult) -> None:
         """Blocks closed outside a look (flush): only the carried monitors need the update (the step's own wealth is in qb)."""
         if res.look.size == 0:
             return
