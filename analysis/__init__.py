@@ -12,7 +12,7 @@ Judges: ``sequential`` (default; anytime-valid e-processes, see
 
 from .judge import INLINE_WORK_LIMIT, JUDGE_KINDS, Judge, evaluate_async, make_judge
 from .judges import MannWhitneyJudge, SequentialJudge, SequentialSettings, ThresholdJudge
-from .samples import SLO, ArmSamples, slos_from_policy
+from .samples import SLO, ArmSamples, slos_from_policy, split_latencies
 from .verdict import Verdict
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "make_judge",
     "evaluate_async",
     "slos_from_policy",
+    "split_latencies",
     "SequentialJudge",
     "SequentialSettings",
     "MannWhitneyJudge",

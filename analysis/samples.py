@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["ArmSamples", "SLO", "slos_from_policy"]
+__all__ = ["ArmSamples", "SLO", "slos_from_policy", "split_latencies"]
 
 
 def _as_latency_array(values: Any) -> np.ndarray:
@@ -26,9 +26,15 @@ class ArmSamples:
 
     ``requests`` counts every request (errors included); ``errors`` counts 5xx
     responses and resets; ``latencies_ms`` holds one entry per *successful*
-    request, in arrival order. Between two looks of the same step the arrays
-    only grow (new samples are appended): the sequential judge relies on that
-    to tell new samples from old ones.
+    request, in arrival order. Between two looks of the same segment the
+    arrays only grow (new samples are appended): the sequential judge relies
+    on that to tell new samples from old ones (a judge's ``new_segment()``
+    starts again from zero).
+
+    Bad latency values from a source (NaN, inf, negative) are accepted here:
+    the judges count them (``bad_samples`` in the evidence), leave them out of
+    the statistics and never pass on them. A plain dataclass: new per-request
+    arrays can be added as fields with defaults.
     """
 
     requests: int = 0
@@ -43,20 +49,36 @@ class ArmSamples:
             raise ValueError(f"requests and errors must be >= 0 (got requests={self.requests}, errors={self.errors})")
         if self.errors > self.requests:
             raise ValueError(f"errors ({self.errors}) cannot exceed requests ({self.requests})")
-        if self.latencies_ms.size and not (np.isfinite(self.latencies_ms).all() and self.latencies_ms.min() >= 0):
-            raise ValueError("latencies_ms must be finite and >= 0 (milliseconds of successful requests)")
 
     @property
     def successes(self) -> int:
         return self.requests - self.errors
 
     def summary(self) -> dict[str, Any]:
-        """Counts for evidence: JSON-ready."""
+        """Counts for evidence: JSON-ready (``bad_latency_samples``: NaN, inf or negative values)."""
         return {
             "requests": int(self.requests),
             "errors": int(self.errors),
             "latency_samples": int(self.latencies_ms.size),
+            "bad_latency_samples": int(self.latencies_ms.size - np.count_nonzero(_good_mask(self.latencies_ms))),
         }
+
+
+def _good_mask(lat: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(lat) & (lat >= 0)
+
+
+def split_latencies(lat: Any) -> tuple[np.ndarray, int]:
+    """(the valid latencies, the number of bad ones): NaN, +-inf and negative values are bad.
+
+    Judges call it on every new slice (arrays can be written after an
+    ``ArmSamples`` was built), so a bad value never reaches a statistic.
+    """
+    arr = np.asarray(lat, dtype=np.float64).reshape(-1)
+    good = _good_mask(arr)
+    n_bad = int(arr.size - np.count_nonzero(good))
+    return (arr if n_bad == 0 else arr[good]), n_bad
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
 """Anytime-valid tests: e-processes and confidence sequences for canary analysis.
 
-Everything here is pure numpy/scipy, vectorised (arguments broadcast), with no
-state except :class:`ExceedanceTracker`. An *e-process* is a non-negative
-process whose expectation stays <= 1 under the null hypothesis at every
-stopping time; Ville's inequality then gives
+Everything here is pure numpy/scipy and vectorised (arguments broadcast). An
+*e-process* is a non-negative process whose expectation stays <= 1 under the
+null hypothesis at every stopping time; Ville's inequality then gives
 
     P(sup_t E_t >= 1/alpha) <= alpha,
 
@@ -14,10 +13,10 @@ are the sets of parameter values whose e-process has not (yet) crossed 1/alpha.
 Three tests, each with a FAIL direction (canary worse than stable by more than
 the margin) and a PASS direction (canary shown to be within the margin):
 
-1. **Counts** (:func:`count_log_evalue`): error counts, or exceedance counts,
-   of two arms sharing one randomly split request stream. Each request goes to
-   the canary with probability ``share`` (the configured split). For request i
-   with outcome y_i in {0, 1} (error, or "slow") let
+1. **Counts** (:func:`count_log_terms`): error counts of two arms sharing one
+   randomly split request stream. Each request goes to the canary with
+   probability ``share`` (the configured split, known before the request).
+   For request i with outcome y_i in {0, 1} let
 
        Z_i = y_i * (1[canary]/share - ratio * 1[stable]/(1 - share)) - margin
 
@@ -27,59 +26,85 @@ the margin) and a PASS direction (canary shown to be within the margin):
    0 <= lam < 1/(ratio/(1-share) + margin) the product prod_i (1 + lam * Z_i) is
    a non-negative supermartingale under H0 (Waudby-Smith & Ramdas, betting
    confidence sequences), and a fixed mixture over a grid of bets is one too.
-   Z takes three values only, so the product depends on three cumulative
-   counts (canary errors, stable errors, non-errors): the test is stateless.
-   With ``ratio=1, margin=0`` each factor is exactly the conditional-binomial
-   likelihood ratio theta/share (canary error) or (1-theta)/(1-share) (stable
-   error) with theta = share + lam: the test of Lindon & Malek (NeurIPS 2022)
-   used for canaries by Lindon, Sanden & Shirikian (KDD 2022), with a
-   discrete mixture over theta instead of a Beta prior, extended to absolute
-   (``margin``) and relative (``ratio``) margins.
+   Bet j is the fraction u_j of the largest admissible bet *for the share in
+   force at that request*, so a product over periods with different shares
+   (a new canary weight) is still a product of valid factors. Z takes three
+   values only, so per share the product depends on three counts (canary
+   errors, stable errors, non-errors). With ``ratio=1, margin=0`` each factor
+   is exactly the conditional-binomial likelihood ratio theta/share (canary
+   error) or (1-theta)/(1-share) (stable error) with theta = share + lam: the
+   test of Lindon & Malek (NeurIPS 2022) used for canaries by Lindon, Sanden &
+   Shirikian (KDD 2022), with a discrete mixture over theta instead of a Beta
+   prior, extended to absolute (``margin``) and relative (``ratio``) margins.
 
 2. **Mean shift of log-latency** (:func:`mean_shift_log_evalues`): a
    one-sided (half-normal) mixture SPRT on the difference of the two arms'
-   mean log-latency, i.e. on the geometric-mean latency ratio, which equals the
-   ratio of every quantile when the canary is a multiplicative slowdown. For
-   Gaussian data with known variance the likelihood ratio of the contrast
-   (nuisance level integrated out with its right-Haar prior, as in Lindon, Ham,
-   Tingley & Bojinov 2022, "Anytime-valid linear models") mixed over a
-   half-normal prior on the shift is an e-process; here the variance is
-   estimated (plug-in), which makes it an *asymptotic* confidence sequence
-   (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas, "Time-uniform central limit
-   theory and asymptotic confidence sequences", 2024). Tests in
-   ``tests/test_analysis_sequential.py`` check its type-I error under
-   continuous monitoring from 10 samples per arm, with normal and with
-   heavy-tailed mixtures.
+   mean log-latency, i.e. on the geometric-mean latency ratio. For Gaussian
+   data with known variance it is the anytime-valid linear-model Bayes factor
+   (Lindon, Ham, Tingley & Bojinov 2022) restricted to one side; with the
+   variance estimated (plug-in) it is an *asymptotic* confidence sequence
+   (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas 2024). It tests the
+   geometric mean, not a quantile, and its guarantee is asymptotic: the judge
+   uses it only for SLOs without a quantile (or when asked to).
 
-3. **Exceedances of stable's quantile** (:class:`ExceedanceTracker` + the
-   count test): for tail quantiles. Each new sample is compared with a
-   threshold T fixed *before* it arrived (stable's empirical q-quantile from
-   earlier looks; the canary's threshold is (1 + margin) * T). Because T is
-   predictable and, when both arms serve the same latency distribution, the
-   arm label of a request is independent of its latency, every exceedance is a
-   canary one with probability ``share`` given the past: the count test above
-   is exactly valid, however T moves. At T = stable's q-quantile the null
-   P(canary > (1+m) T) <= P(stable > T) is "canary's q-quantile <= (1+m) x
-   stable's". No quantile estimate enters the test statistic itself, which is
-   why estimating T does not void the guarantee.
+3. **Quantiles: exceedances of a predictable threshold, conditional on the
+   arms' sample counts** (:class:`QuantileBlocks`). For an SLO on the
+   q-quantile, each latency sample is compared with a threshold T fixed
+   *before* it arrived (stable's q-quantile from earlier data; the canary's
+   threshold is (1 + margin) * T, or T + margin ms). Samples are grouped into
+   *blocks* (consecutive looks until the block holds ``block`` latency samples
+   -- a rule that looks at sample counts only, never at labels or values). In a
+   block with n_a canary and n_b stable samples and k exceedances, the number
+   of canary exceedances X is, under the null, Hypergeometric(n_a + n_b, k,
+   n_a): if both arms serve the same latency distribution, the labels of the
+   block's samples are exchangeable whatever the latency does within the
+   block (drift, bursts, autocorrelation, ties, zeros), and whatever the two
+   arms' error rates are -- only successful requests have a latency, so the
+   canary's share of *latency samples* is not the traffic share when error
+   rates differ; conditioning on the block's counts removes it. The e-value of
+   a block is the likelihood ratio of Fisher's noncentral hypergeometric
+   distribution with odds ratio psi against psi = 1,
 
-All of them are valid only if the arm label is random with the configured
+       psi^X / E_{psi=1}[psi^X],
+
+   whose conditional expectation is exactly 1 under the null; the product over
+   blocks (T re-estimated only between blocks) is a test martingale, and a
+   fixed mixture over psi is one too. With a margin, the canary's event
+   X > (1+m)T is contained in X > T, and removing canary exceedances can only
+   lower the statistic (:func:`hypergeom_log_mgf` is log-convex in psi and
+   E_k[psi^X] <= psi E_{k-1}[psi^X]), so the test stays valid when the canary
+   is faster than (1+m) x stable, and is exact when it is exactly (1+m) x
+   stable. At T = stable's q-quantile the null P(canary > (1+m)T) <= P(stable
+   > T) is "canary's q-quantile <= (1+m) x stable's". The estimated quantile
+   never enters the statistic: it only places the threshold, which is why
+   estimating it does not void the guarantee. Exactness needs either the
+   latency-sample labels exchangeable within a block (a constant share and
+   equal or proportionally drifting error rates) or the latencies of a block
+   identically distributed; both hold approximately in any block of 20
+   samples, and the simulations in ``bench/analysis_sim.py`` check the
+   adversarial cases.
+
+All of them rely on the arm label being random with the configured
 probability: :func:`srm_log_evalue` tests that (sample ratio mismatch).
 """
 
 from __future__ import annotations
 
 import functools
+from bisect import bisect_left
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import special
 
 __all__ = [
     "bet_fractions",
+    "logmeanexp",
+    "count_log_terms",
     "count_log_evalue",
+    "count_log_evalue_groups",
     "count_bound",
     "count_growth_rate",
     "halfnormal_log_evalue",
@@ -87,7 +112,16 @@ __all__ = [
     "mean_shift_stats",
     "mean_shift_log_evalues",
     "srm_log_evalue",
-    "ExceedanceTracker",
+    "hypergeom_log_mgf",
+    "block_log_lr",
+    "exceedance_bets",
+    "sketch_index",
+    "sketch_quantile",
+    "sketch_to_json",
+    "sketch_from_json",
+    "QuantileSpec",
+    "QuantileBlocks",
+    "BlockResult",
 ]
 
 LOG2 = math.log(2.0)
@@ -119,10 +153,18 @@ def bet_fractions(share: float) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _logmeanexp(terms: np.ndarray) -> np.ndarray:
-    """log(mean(exp(terms), axis=-1)), stable; plain numpy (scipy's logsumexp is slow on big arrays)."""
+def logmeanexp(terms: np.ndarray) -> np.ndarray:
+    """log(mean(exp(terms), axis=-1)), stable; plain numpy (scipy's logsumexp is slow on big arrays).
+
+    The log of an equal-weight mixture of e-processes given their per-bet log-wealths.
+    """
+    terms = np.asarray(terms, dtype=np.float64)
     m = np.max(terms, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
     return (m + np.log(np.mean(np.exp(terms - m), axis=-1, keepdims=True)))[..., 0]
+
+
+_logmeanexp = logmeanexp
 
 
 def _count_log_factors(share: float, ratio: float, margin: float, direction: str, fractions: np.ndarray):
@@ -143,6 +185,35 @@ def _count_log_factors(share: float, ratio: float, margin: float, direction: str
     raise ValueError(f"direction must be 'fail' or 'pass' (got {direction!r})")
 
 
+def count_log_terms(
+    x_c: Any,
+    x_s: Any,
+    n_other: Any,
+    share: float,
+    *,
+    ratio: float = 1.0,
+    margin: float = 0.0,
+    direction: str = "fail",
+    fractions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-bet log-wealth of the count test, shape (..., n_bets): the log of prod_i (1 + lam_j Z_i).
+
+    ``x_c``/``x_s``: events (errors) of canary and stable; ``n_other``:
+    requests of both arms without an event (only matters when ``margin`` != 0),
+    all while the split was ``share``. The terms are linear in the counts, so
+    periods with different shares add up: the log-wealth of bet j over a whole
+    step is the sum of its terms over the step's shares.
+    """
+    fr = bet_fractions(float(share)) if fractions is None else np.asarray(fractions, dtype=np.float64)
+    a, b, c = _count_log_factors(share, float(ratio), float(margin), direction, fr)
+    x_c = np.asarray(x_c, dtype=np.float64)[..., None]
+    x_s = np.asarray(x_s, dtype=np.float64)[..., None]
+    terms = x_c * a + x_s * b
+    if margin != 0.0:
+        terms = terms + np.asarray(n_other, dtype=np.float64)[..., None] * c
+    return terms
+
+
 def count_log_evalue(
     x_c: Any,
     x_s: Any,
@@ -156,21 +227,43 @@ def count_log_evalue(
 ) -> np.ndarray:
     """log of the mixture e-value of the count test (see the module docstring).
 
-    ``x_c``/``x_s``: cumulative events (errors, or exceedances) of canary and
-    stable; ``n_other``: cumulative requests of both arms without an event
-    (only matters when ``margin`` != 0). ``direction="fail"`` tests
-    H0: e_c <= ratio*e_s + margin (large values: canary worse);
-    ``direction="pass"`` tests H0: e_c >= ratio*e_s + margin (large values:
-    canary within the margin). Arrays broadcast.
+    ``direction="fail"`` tests H0: e_c <= ratio*e_s + margin (large values:
+    canary worse); ``direction="pass"`` tests H0: e_c >= ratio*e_s + margin
+    (large values: canary within the margin). Arrays broadcast.
     """
-    fr = bet_fractions(float(share)) if fractions is None else np.asarray(fractions, dtype=np.float64)
-    a, b, c = _count_log_factors(share, float(ratio), float(margin), direction, fr)
-    x_c = np.asarray(x_c, dtype=np.float64)[..., None]
-    x_s = np.asarray(x_s, dtype=np.float64)[..., None]
-    terms = x_c * a + x_s * b
-    if margin != 0.0:
-        terms = terms + np.asarray(n_other, dtype=np.float64)[..., None] * c
-    return _logmeanexp(terms)
+    return logmeanexp(count_log_terms(x_c, x_s, n_other, share, ratio=ratio, margin=margin, direction=direction, fractions=fractions))
+
+
+def count_log_evalue_groups(groups: Sequence[Sequence[float]], *, ratio: float = 1.0, margin: float = 0.0, direction: str = "fail") -> float:
+    """The count test over periods with different shares: ``groups`` = [(share, x_c, x_s, n_c, n_s), ...]."""
+    total = np.zeros(N_BETS)
+    for share, x_c, x_s, n_c, n_s in groups:
+        n_other = (n_c - x_c) + (n_s - x_s)
+        total = total + count_log_terms(x_c, x_s, n_other, share, ratio=ratio, margin=margin, direction=direction)
+    return float(logmeanexp(total))
+
+
+def _count_log_evalue_margins(groups, ratios: np.ndarray, margins: np.ndarray, direction: str, fractions) -> np.ndarray:
+    """The count test's log e-value for many candidate (ratio, margin) pairs at once (the confidence bounds)."""
+    ratios = np.asarray(ratios, dtype=np.float64)[:, None]
+    margins = np.asarray(margins, dtype=np.float64)[:, None]
+    total = 0.0
+    for p, xc, xs, nc, ns in groups:
+        fr = (bet_fractions(p) if fractions is None else np.asarray(fractions, dtype=np.float64))[None, :]
+        inc_c = 1.0 / p - margins
+        dec_s = ratios / (1.0 - p) + margins
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if direction == "fail":
+                lam = fr / dec_s
+                a, b, c = np.log1p(lam * inc_c), np.log1p(-lam * dec_s), np.log1p(-lam * margins)
+            else:
+                mu = fr / inc_c
+                a, b, c = np.log1p(-mu * inc_c), np.log1p(mu * dec_s), np.log1p(mu * margins)
+        no = (nc - xc) + (ns - xs)
+        t = xc * a + xs * b
+        t = t + np.where(margins != 0.0, no * c, 0.0)
+        total = total + t
+    return logmeanexp(np.where(np.isfinite(total), total, -np.inf))
 
 
 def count_bound(
@@ -184,55 +277,69 @@ def count_bound(
     side: str,
     kind: str = "difference",
     fractions: np.ndarray | None = None,
+    groups: Sequence[Sequence[float]] | None = None,
 ) -> float:
     """One side of the anytime-valid confidence sequence for the canary's excess.
 
     ``kind="difference"``: bounds on e_c - e_s (absolute); ``kind="ratio"``: on
     e_c / e_s. ``side="lower"`` inverts the fail test, ``side="upper"`` the pass
-    test, by bisection on the margin (the tests are monotone in it).
+    test (the tests are monotone in the margin), on a grid refined three
+    times (relative precision ~1e-4). With ``groups`` ([(share, x_c, x_s, n_c,
+    n_s), ...]) the counts of periods with different shares are combined (the
+    positional counts are then ignored).
     """
-    n_other = (n_c - x_c) + (n_s - x_s)
+    if groups is None:
+        groups = [(share, x_c, x_s, n_c, n_s)]
+    groups = [tuple(float(v) for v in g) for g in groups]
+    if side not in ("lower", "upper"):
+        raise ValueError(side)
     target = math.log(1.0 / alpha)
+    d = "fail" if side == "lower" else "pass"
     if kind == "difference":
-        lo, hi = -1.0 + 1e-9, 1.0 - 1e-9
-        p = share
-        hi = min(hi, 1.0 / p - 1e-9)
+        lo, hi = -1.0 + 1e-9, min([1.0 - 1e-9] + [1.0 / g[0] - 1e-9 for g in groups])
+        mags = 10.0 ** np.linspace(-8.0, 0.0, 41)
+        grid = np.unique(np.clip(np.concatenate([-mags[::-1], [0.0], mags]), lo, hi))
 
-        def stat(m: float) -> float:
-            d = "fail" if side == "lower" else "pass"
-            return float(count_log_evalue(x_c, x_s, n_other, share, margin=m, direction=d, fractions=fractions))
+        def stat(m):
+            return _count_log_evalue_margins(groups, np.ones_like(m), m, d, fractions)
+
+        def refine(a, b):
+            return np.linspace(a, b, 33)
     elif kind == "ratio":
         lo, hi = 1e-6, 1e6
+        grid = np.geomspace(lo, hi, 73)
 
-        def stat(m: float) -> float:
-            d = "fail" if side == "lower" else "pass"
-            return float(count_log_evalue(x_c, x_s, n_other, share, ratio=m, direction=d, fractions=fractions))
+        def stat(m):
+            return _count_log_evalue_margins(groups, m, np.zeros_like(m), d, fractions)
+
+        def refine(a, b):
+            return np.geomspace(a, b, 33)
     else:
         raise ValueError(kind)
-
+    # lower: the fail e-value decreases in the margin, LCB = inf{m : E(m) < target};
+    # upper: the pass e-value increases in it, UCB = sup{m : E(m) < target}.
+    e = stat(grid)
     if side == "lower":
-        # fail-test e-value decreases in the margin: LCB = inf{m : E(m) < 1/alpha}
-        if stat(lo) < target:
+        if e[0] < target:
             return lo if kind == "difference" else 0.0
-        while not _close(lo, hi, kind):
-            mid = 0.5 * (lo + hi) if kind == "difference" else math.sqrt(lo * hi)
-            if stat(mid) >= target:
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    if side == "upper":
-        # pass-test e-value increases in the margin: UCB = sup{m : E(m) < 1/alpha}
-        if stat(hi) < target:
-            return hi if kind == "difference" else math.inf
-        while not _close(lo, hi, kind):
-            mid = 0.5 * (lo + hi) if kind == "difference" else math.sqrt(lo * hi)
-            if stat(mid) >= target:
-                hi = mid
-            else:
-                lo = mid
-        return hi
-    raise ValueError(side)
+        for _ in range(3):
+            below = np.flatnonzero(e < target)
+            if below.size == 0:
+                return float(grid[-1])
+            i = int(below[0])
+            grid = refine(grid[i - 1], grid[i])
+            e = stat(grid)
+        return float(grid[np.flatnonzero(e >= target).max()])
+    if e[-1] < target:
+        return hi if kind == "difference" else math.inf
+    for _ in range(3):
+        above = np.flatnonzero(e >= target)
+        i = int(above[0])
+        if i == 0:
+            return float(grid[0])
+        grid = refine(grid[i - 1], grid[i])
+        e = stat(grid)
+    return float(grid[np.flatnonzero(e >= target).min()])
 
 
 def _close(lo: float, hi: float, kind: str) -> bool:
@@ -358,77 +465,454 @@ def srm_log_evalue(n_c: Any, n: Any, share: float) -> np.ndarray:
     for k in SRM_CONCENTRATIONS:
         a, b = k * p, k * (1.0 - p)
         out.append(special.betaln(a + n_c, b + n - n_c) - special.betaln(a, b) - n_c * math.log(p) - (n - n_c) * math.log1p(-p))
-    return special.logsumexp(np.stack(out, axis=-1), axis=-1) - math.log(len(SRM_CONCENTRATIONS))
+    return logmeanexp(np.stack(out, axis=-1))
+
+
 
 
 # ---------------------------------------------------------------------------
-# 3. exceedances of a predictable threshold
+# 3. quantiles: exceedances of a predictable threshold, conditional on the block's counts
 # ---------------------------------------------------------------------------
 
 
-class ExceedanceTracker:
-    """Counts samples above a threshold that is always fixed before they arrive.
+def hypergeom_log_mgf(n_a: Any, n_b: Any, k: Any, log_psi: Any) -> np.ndarray:
+    """log E[psi^X] for X ~ Hypergeometric(n_a + n_b, k, n_a), vectorised.
 
-    Call :meth:`update` with the cumulative latency arrays at every look. New
-    samples (those beyond the lengths seen at the previous look) are compared
-    with the current threshold T: stable ones with T, canary ones with
-    (1 + margin) * T (relative) or T + margin (absolute). Only then is T
-    re-estimated, as stable's empirical ``quantile`` over all its samples so
-    far - when stable's count has grown by ``regrow`` since the last estimate,
-    starting once stable has ``min_stable`` samples. Samples that arrive before
-    the first threshold only train it.
+    X is the number of canary samples among the k exceedances of a block with
+    n_a canary and n_b stable samples when labels are exchangeable.
+    ``n_a``, ``n_b``, ``k`` broadcast to a common shape ``sh``; ``log_psi``
+    broadcasts to ``sh + (J,)`` (one row of bets per element, or one row for
+    all). Returns ``sh + (J,)``. Computed from the pmf ratios
+    h(x+1)/h(x) = (n_a-x)(k-x) / ((x+1)(n_b-k+x+1)) over the support,
+    grouped by support width so that one large block does not pad the rest.
+    """
+    n_a, n_b, k = np.broadcast_arrays(np.asarray(n_a, dtype=np.int64), np.asarray(n_b, dtype=np.int64), np.asarray(k, dtype=np.int64))
+    sh = n_a.shape
+    lp = np.asarray(log_psi, dtype=np.float64)
+    J = lp.shape[-1]
+    lp = np.broadcast_to(lp, sh + (J,)).reshape(-1, J)
+    fa, fb, fk = n_a.ravel(), n_b.ravel(), k.ravel()
+    if np.any(fk > fa + fb) or np.any(fk < 0):
+        raise ValueError("k must lie between 0 and n_a + n_b")
+    lo = np.maximum(0, fk - fb)
+    width = np.minimum(fa, fk) - lo  # the support has width + 1 points
+    out = lo[:, None] * lp  # width 0: X = lo surely
+    todo = np.flatnonzero(width > 0)
+    if todo.size:
+        bucket = np.ceil(np.log2(width[todo] + 1.0)).astype(np.int64)
+        for bk in np.unique(bucket):
+            idx = todo[bucket == bk]
+            w = width[idx]
+            size = int(w.max()) + 1
+            j = np.arange(size)[None, :]
+            x = lo[idx, None] + j  # (E, size)
+            step = j[:, :-1] < w[:, None]  # ratios h(x+1)/h(x) inside the support
+            xs = x[:, :-1]
+            num = (fa[idx, None] - xs) * (fk[idx, None] - xs)
+            den = (xs + 1) * (fb[idx, None] - fk[idx, None] + xs + 1)
+            lr = np.where(step, np.log(np.where(step, num, 1).astype(np.float64)) - np.log(np.where(step, den, 1).astype(np.float64)), -np.inf)
+            logh = np.concatenate([np.zeros((idx.size, 1)), np.cumsum(lr, axis=1)], axis=1)  # unnormalised log pmf
+            t = logh[:, :, None] + x[:, :, None] * lp[idx, None, :]  # (E, size, J)
+            m = np.max(t, axis=1, keepdims=True)
+            lse_t = (m + np.log(np.sum(np.exp(t - m), axis=1, keepdims=True)))[:, 0, :]
+            m0 = np.max(logh, axis=1, keepdims=True)
+            lse_h = m0 + np.log(np.sum(np.exp(logh - m0), axis=1, keepdims=True))
+            out[idx] = lse_t - lse_h
+    return out.reshape(sh + (J,))
 
-    The state is a few numbers (:meth:`to_state` / :meth:`from_state`), so it
-    can be stored with a verdict and survive a restart.
+
+def block_log_lr(x_a: Any, n_a: Any, n_b: Any, k: Any, log_psi: Any) -> np.ndarray:
+    """Per-bet log e-value of one block: log psi^x_a - log E_hyper[psi^X] (Fisher noncentral / central hypergeometric)."""
+    lp = np.asarray(log_psi, dtype=np.float64)
+    return np.asarray(x_a, dtype=np.float64)[..., None] * lp - hypergeom_log_mgf(n_a, n_b, k, lp)
+
+
+# Bets of the quantile test: odds ratios psi of the canary's exceedance odds over stable's.
+# A body quantile (the median) moves by a modest odds ratio under a slowdown (+10% latency with
+# log-sd 0.5 is psi ~ 1.36), a tail quantile by a large one (1% -> 3% above p99 is psi ~ 3.1).
+# (Tuned with bench/analysis_sim.py.)
+BODY_BETS = np.geomspace(1.15, 2.5, 6)
+TAIL_BETS = np.geomspace(1.15, 5.0, 6)
+TAIL_SPLIT = 0.1  # quantiles within 0.1 of 0 or 1 use the tail grid
+
+
+def exceedance_bets(quantile: float) -> np.ndarray:
+    """log psi of the FAIL bets for a quantile (the PASS bets are their negatives)."""
+    q = float(quantile)
+    grid = TAIL_BETS if min(q, 1.0 - q) < TAIL_SPLIT else BODY_BETS
+    return np.log(grid)
+
+
+# Latency sketch: counts on a log grid 2% wide from 1 us to 10^7 ms. Bounded (1,152 bins,
+# a few hundred occupied), mergeable, and enough to place a threshold: the threshold only has
+# to be predictable, its precision affects power, never validity.
+SKETCH_MIN_MS = 1e-3
+SKETCH_MAX_MS = 1e7
+SKETCH_WIDTH = 0.02
+_SK_Y0 = math.log(SKETCH_MIN_MS)
+N_SKETCH = int(math.ceil((math.log(SKETCH_MAX_MS) - _SK_Y0) / SKETCH_WIDTH))
+
+
+def sketch_index(lat_ms: Any) -> np.ndarray:
+    """Bin of each latency (ms) in the sketch; 0 ms falls in the first bin."""
+    y = np.log(np.clip(np.asarray(lat_ms, dtype=np.float64), SKETCH_MIN_MS, SKETCH_MAX_MS))
+    return np.clip(((y - _SK_Y0) / SKETCH_WIDTH).astype(np.int64), 0, N_SKETCH - 1)
+
+
+def sketch_quantile(counts: np.ndarray, q: float) -> float:
+    """The q-quantile (ms) of a sketch, interpolated log-linearly within its bin."""
+    cum = np.cumsum(counts)
+    n = float(cum[-1])
+    if n <= 0:
+        return math.nan
+    target = q * n
+    b = int(np.searchsorted(cum, target, side="left"))
+    b = min(b, counts.size - 1)
+    prev = float(cum[b] - counts[b])
+    frac = (target - prev) / float(counts[b]) if counts[b] > 0 else 0.5
+    return math.exp(_SK_Y0 + (b + min(max(frac, 0.0), 1.0)) * SKETCH_WIDTH)
+
+
+def sketch_to_json(counts: np.ndarray) -> dict:
+    nz = np.flatnonzero(counts)
+    if nz.size == 0:
+        return {"offset": 0, "counts": []}
+    return {"offset": int(nz[0]), "counts": counts[nz[0] : nz[-1] + 1].astype(int).tolist()}
+
+
+def sketch_from_json(d: dict | None) -> np.ndarray:
+    out = np.zeros(N_SKETCH, dtype=np.int64)
+    if d:
+        c = np.asarray(d.get("counts", []), dtype=np.int64)
+        off = int(d.get("offset", 0))
+        out[off : off + c.size] = c
+    return out
+
+
+@dataclass(frozen=True)
+class QuantileSpec:
+    """One quantile SLO: canary's ``quantile`` at most (1 + margin) x stable's (relative) or + margin ms."""
+
+    quantile: float
+    margin: float = 0.0
+    relative: bool = True
+    min_stable: int | None = None  # stable samples before the first threshold; default max(30, 2/min(q, 1-q))
+
+    def first_threshold_after(self) -> int:
+        if self.min_stable is not None:
+            return int(self.min_stable)
+        return int(max(30, math.ceil(2.0 / min(self.quantile, 1.0 - self.quantile))))
+
+
+@dataclass
+class BlockResult:
+    """What one :meth:`QuantileBlocks.process` call closed: per block, the look it closed at and its log e-values.
+
+    ``lr_fail`` / ``lr_pass``: (blocks, SLOs, bets) per-bet log e-values at the SLO's margin;
+    ``n_a`` / ``n_b``: canary / stable samples compared in each block (0 before an SLO's first threshold).
     """
 
-    def __init__(self, quantile: float, margin: float = 0.0, relative: bool = True, *, min_stable: int | None = None, regrow: float = 1.1):
-        self.quantile = float(quantile)
-        self.margin = float(margin)
-        self.relative = bool(relative)
-        self.min_stable = int(min_stable if min_stable is not None else max(30, math.ceil(2.0 / (1.0 - self.quantile))))
+    look: np.ndarray
+    lr_fail: np.ndarray
+    lr_pass: np.ndarray
+    n_a: np.ndarray
+    n_b: np.ndarray
+
+
+# Offsets (log scale) of the interval grid around the margin: the FAIL/PASS tests are run at
+# (1 + margin) * exp(offset) (relative) and the confidence interval is read off the grid.
+# The decision uses offset 0 (the middle point).
+INTERVAL_OFFSETS = np.linspace(-0.4, 0.4, 9)
+
+
+class QuantileBlocks:
+    """The quantile tests of one step (all quantile SLOs of a judge share the blocks and the sketch).
+
+    :meth:`process` takes the new latency samples of one or more looks
+    (stable and canary, concatenated, with per-look counts) and returns the
+    blocks it closed. A block closes at the first look where it holds
+    ``block`` samples (both arms together); its threshold T (per SLO) was set
+    before its first sample: T is re-estimated from the stable sketch only
+    between blocks, when stable has grown by ``regrow`` since the last
+    estimate (first once stable has an SLO's ``min_stable`` samples). Samples
+    of blocks without a threshold only train it. Everything needed to go on is
+    in :meth:`to_state` (a few KB: counts, thresholds, per-bet log-wealths and
+    the sketches), so a restarted judge continues the same e-processes.
+    ``flush`` closes the open block early (the share is about to change: the
+    labels of one block must share one share).
+    """
+
+    def __init__(self, specs: Sequence[QuantileSpec], *, block: int = 20, regrow: float = 1.1, interval: bool = True):
+        if int(block) < 2:
+            raise ValueError("block must be >= 2 samples")
+        self.specs = list(specs)
+        self.S = len(self.specs)
+        self.q = np.array([s.quantile for s in self.specs], dtype=np.float64)
+        self.margin = np.array([s.margin for s in self.specs], dtype=np.float64)
+        self.relative = np.array([bool(s.relative) for s in self.specs])
+        self.min_stable = np.array([s.first_threshold_after() for s in self.specs], dtype=np.int64)
+        self.block = int(block)
         self.regrow = float(regrow)
+        self.offsets = INTERVAL_OFFSETS if interval else np.zeros(1)
+        self.G = self.offsets.size
+        self.gi = self.G // 2
+        bets = np.stack([exceedance_bets(s.quantile) for s in self.specs]) if self.S else np.zeros((0, 1))
+        self.J = bets.shape[1]
+        self.log_psi = np.concatenate([bets, -bets], axis=1)  # (S, 2J): FAIL bets then PASS bets
         self.reset()
 
     def reset(self) -> None:
-        self.threshold: float | None = None
-        self.seen_s = 0
-        self.seen_c = 0
-        self.counted_s = 0  # samples compared with a threshold
-        self.counted_c = 0
-        self.x_s = 0  # exceedances
-        self.x_c = 0
-        self.n_at_estimate = 0
+        S, G, J = self.S, self.G, self.J
+        self.T = np.full(S, np.nan)
+        self.fresh = np.zeros(S, dtype=bool)  # T estimated from this step's stable samples
+        self.scale = np.full(S, np.nan)  # absolute margins: ms scale of the interval grid (the first T)
+        self.n_at = 0
+        self.n_stable = 0
+        self.n_canary = 0
+        self.sketch_s = np.zeros(N_SKETCH, dtype=np.int64)
+        self.sketch_c = np.zeros(N_SKETCH, dtype=np.int64)
+        self.pend_n = 0
+        self.pend_na = np.zeros(S, dtype=np.int64)
+        self.pend_nb = np.zeros(S, dtype=np.int64)
+        self.pend_xa = np.zeros((S, G), dtype=np.int64)
+        self.pend_xb = np.zeros(S, dtype=np.int64)
+        self.w_fail = np.zeros((S, G, J))
+        self.w_pass = np.zeros((S, G, J))
+        self.m_c = np.zeros(S, dtype=np.int64)  # compared samples in closed blocks
+        self.m_s = np.zeros(S, dtype=np.int64)
+        self.x_c = np.zeros(S, dtype=np.int64)  # exceedances at the margin, closed blocks
+        self.x_s = np.zeros(S, dtype=np.int64)
+        self.blocks = 0
         self.estimates = 0
 
-    def canary_threshold(self, t: float | None = None) -> float | None:
-        t = self.threshold if t is None else t
-        if t is None:
-            return None
-        return t * (1.0 + self.margin) if self.relative else t + self.margin
+    def seed_thresholds(self, thresholds: Sequence[float | None]) -> None:
+        """Start from thresholds carried from the previous step (re-estimated from this step's data as soon as it can be)."""
+        for i, t in enumerate(thresholds):
+            if t is not None and math.isfinite(t) and t > 0 and np.isnan(self.T[i]):
+                self.T[i] = float(t)
+                if np.isnan(self.scale[i]):
+                    self.scale[i] = float(t)
 
-    def update(self, stable: np.ndarray, canary: np.ndarray) -> None:
-        if stable.size < self.seen_s or canary.size < self.seen_c:
-            self.reset()  # the arrays shrank: a new step started
-        new_s = stable[self.seen_s :]
-        new_c = canary[self.seen_c :]
-        if self.threshold is not None:
-            self.x_s += int(np.count_nonzero(new_s > self.threshold))
-            self.x_c += int(np.count_nonzero(new_c > self.canary_threshold()))
-            self.counted_s += new_s.size
-            self.counted_c += new_c.size
-        self.seen_s = stable.size
-        self.seen_c = canary.size
-        n = stable.size
-        if n >= self.min_stable and (self.threshold is None or n >= self.regrow * self.n_at_estimate):
-            self.threshold = float(np.quantile(stable, self.quantile))
-            self.n_at_estimate = n
-            self.estimates += 1
+    # -- thresholds and grid -------------------------------------------------
+
+    def grid_values(self, i: int) -> np.ndarray:
+        """The interval grid of SLO i: quantile ratios (relative) or differences in ms (absolute)."""
+        if self.relative[i]:
+            return (1.0 + self.margin[i]) * np.exp(self.offsets)
+        s = self.scale[i] if np.isfinite(self.scale[i]) else 1.0
+        return self.margin[i] + s * (np.exp(self.offsets) - 1.0)
+
+    def canary_thresholds(self, T: np.ndarray) -> np.ndarray:
+        """(..., S, G) canary thresholds for stable thresholds T (..., S)."""
+        T = np.asarray(T, dtype=np.float64)
+        rel = T[..., None] * (1.0 + self.margin[:, None]) * np.exp(self.offsets)[None, :]
+        scale = np.where(np.isfinite(self.scale), self.scale, T)
+        ab = T[..., None] + self.margin[:, None] + scale[..., None] * (np.exp(self.offsets)[None, :] - 1.0)
+        return np.where(self.relative[:, None], rel, ab)
+
+    # -- processing ------------------------------------------------------------
+
+    def flush(self) -> BlockResult:
+        """Close the open block now (an external event, never a data-dependent one)."""
+        if self.pend_n == 0:
+            return self._empty()
+        res = self._close_blocks(self.pend_na[None], self.pend_nb[None], self.pend_xa[None], self.pend_xb[None], np.array([-1]))
+        self.pend_n = 0
+        self.pend_na[:] = 0
+        self.pend_nb[:] = 0
+        self.pend_xa[:] = 0
+        self.pend_xb[:] = 0
+        return res
+
+    def _empty(self) -> BlockResult:
+        z = np.zeros((0, self.S, self.J))
+        zi = np.zeros((0, self.S), dtype=np.int64)
+        return BlockResult(np.zeros(0, dtype=np.int64), z, z.copy(), zi, zi.copy())
+
+    def process(self, s_vals: np.ndarray, s_cnt: np.ndarray, c_vals: np.ndarray, c_cnt: np.ndarray) -> BlockResult:
+        """Add the new samples of L looks: ``s_cnt[l]`` / ``c_cnt[l]`` of them per look, values concatenated in order."""
+        s_vals = np.asarray(s_vals, dtype=np.float64)
+        c_vals = np.asarray(c_vals, dtype=np.float64)
+        s_cnt = np.asarray(s_cnt, dtype=np.int64)
+        c_cnt = np.asarray(c_cnt, dtype=np.int64)
+        L = s_cnt.size
+        if L == 0 or self.S == 0:
+            self._absorb(s_vals, c_vals)
+            return self._empty()
+        cum = np.cumsum(s_cnt + c_cnt).tolist()
+        closes: list[int] = []
+        base = -self.pend_n
+        j = 0
+        while True:
+            j = bisect_left(cum, base + self.block, lo=j)
+            if j >= L:
+                break
+            closes.append(j)
+            base = cum[j]
+            j += 1
+        nb = len(closes)
+        s_off = np.concatenate([[0], np.cumsum(s_cnt)])
+        s_cum = (self.n_stable + s_off[1:]).tolist()
+
+        # thresholds: re-estimated only at block ends
+        T = self.T.copy()
+        T_blocks = np.empty((nb + 1, self.S))
+        T_blocks[0] = T
+        sk = None
+        ptr = 0
+        n_at = self.n_at
+        need_first = int(self.min_stable[~self.fresh].min()) if (~self.fresh).any() else None
+        for b, jj in enumerate(closes):
+            n = s_cum[jj]
+            if (need_first is not None and n >= need_first) or (n_at > 0 and n >= self.regrow * n_at):
+                if sk is None:
+                    sk = self.sketch_s.copy()
+                end = int(s_off[jj + 1])
+                if end > ptr:
+                    sk += np.bincount(sketch_index(s_vals[ptr:end]), minlength=N_SKETCH)
+                    ptr = end
+                for i in np.flatnonzero(n >= self.min_stable):
+                    T[i] = sketch_quantile(sk, self.q[i])
+                    self.fresh[i] = True
+                    if np.isnan(self.scale[i]):
+                        self.scale[i] = T[i]
+                need_first = int(self.min_stable[~self.fresh].min()) if (~self.fresh).any() else None
+                n_at = n
+                self.estimates += 1
+            T_blocks[b + 1] = T
+        self.n_at = n_at
+
+        # exceedances, per block
+        closes_a = np.asarray(closes, dtype=np.int64)
+        look_block = np.searchsorted(closes_a, np.arange(L), side="left")
+        sb = np.repeat(look_block, s_cnt)
+        cb = np.repeat(look_block, c_cnt)
+        have = np.isfinite(T_blocks)  # (nb+1, S)
+        n_s_blk = np.bincount(sb, minlength=nb + 1)
+        n_c_blk = np.bincount(cb, minlength=nb + 1)
+        na = n_c_blk[:, None] * have
+        nbb = n_s_blk[:, None] * have
+        xb = np.zeros((nb + 1, self.S), dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            ex_s = s_vals[:, None] > T_blocks[sb]
+            for i in range(self.S):
+                xb[:, i] = np.bincount(sb, weights=ex_s[:, i], minlength=nb + 1).astype(np.int64)
+            thr_c = self.canary_thresholds(T_blocks)  # (nb+1, S, G)
+            ex_c = c_vals[:, None, None] > thr_c[cb]
+        sg = self.S * self.G
+        flat = (cb[:, None] * sg + np.arange(sg)[None, :])[ex_c.reshape(c_vals.size, sg)]
+        xa = np.bincount(flat, minlength=(nb + 1) * sg).reshape(nb + 1, self.S, self.G).astype(np.int64)
+        na[0] += self.pend_na
+        nbb[0] += self.pend_nb
+        xa[0] += self.pend_xa
+        xb[0] += self.pend_xb
+        open_n = int(n_s_blk[nb] + n_c_blk[nb]) + (self.pend_n if nb == 0 else 0)
+
+        res = self._close_blocks(na[:nb], nbb[:nb], xa[:nb], xb[:nb], closes_a) if nb else self._empty()
+        self.pend_n = open_n
+        self.pend_na = na[nb].astype(np.int64)
+        self.pend_nb = nbb[nb].astype(np.int64)
+        self.pend_xa = xa[nb]
+        self.pend_xb = xb[nb]
+        self.T = T
+        self._absorb(s_vals, c_vals)
+        return res
+
+    def _absorb(self, s_vals: np.ndarray, c_vals: np.ndarray) -> None:
+        if s_vals.size:
+            self.sketch_s += np.bincount(sketch_index(s_vals), minlength=N_SKETCH)
+        if c_vals.size:
+            self.sketch_c += np.bincount(sketch_index(c_vals), minlength=N_SKETCH)
+        self.n_stable += int(s_vals.size)
+        self.n_canary += int(c_vals.size)
+
+    def _close_blocks(self, na, nbb, xa, xb, looks) -> BlockResult:
+        """Log e-values of closed blocks (K, S[, G]) and their addition to the step's wealth."""
+        k = xa + xb[..., None]
+        lr = block_log_lr(xa, na[..., None], nbb[..., None], k, self.log_psi[None, :, None, :])  # (K, S, G, 2J)
+        lr_f, lr_p = lr[..., : self.J], lr[..., self.J :]
+        self.w_fail += lr_f.sum(axis=0)
+        self.w_pass += lr_p.sum(axis=0)
+        self.m_c += na.sum(axis=0).astype(np.int64)
+        self.m_s += nbb.sum(axis=0).astype(np.int64)
+        self.x_c += xa[:, :, self.gi].sum(axis=0).astype(np.int64)
+        self.x_s += xb.sum(axis=0).astype(np.int64)
+        self.blocks += int(na.shape[0])
+        return BlockResult(np.asarray(looks, dtype=np.int64), lr_f[:, :, self.gi, :], lr_p[:, :, self.gi, :],
+                           na.astype(np.int64), nbb.astype(np.int64))
+
+    # -- evidence ----------------------------------------------------------------
+
+    def log_evalues(self, i: int) -> tuple[float, float]:
+        """(FAIL, PASS) log e-values of SLO i at its margin over the step so far."""
+        return float(logmeanexp(self.w_fail[i, self.gi])), float(logmeanexp(self.w_pass[i, self.gi]))
+
+    def interval(self, i: int, log_thr_fail: float, log_thr_pass: float) -> tuple[float | None, float | None]:
+        """Anytime-valid bounds read off the grid: the quantity (ratio or ms difference) exceeds ``lower`` and stays
+        below ``upper``; None where the grid rejects nothing. Consistent with the decision at the margin."""
+        g = self.grid_values(i)
+        ef = logmeanexp(self.w_fail[i])
+        ep = logmeanexp(self.w_pass[i])
+        rf = np.flatnonzero(ef >= log_thr_fail)
+        rp = np.flatnonzero(ep >= log_thr_pass)
+        lower = float(g[rf.max()]) if rf.size else None
+        upper = float(g[rp.min()]) if rp.size else None
+        return lower, upper
+
+    def quantile_ms(self, arm: str, q: float) -> float | None:
+        sk = self.sketch_s if arm == "stable" else self.sketch_c
+        v = sketch_quantile(sk, q)
+        return v if math.isfinite(v) else None
+
+    # -- state -------------------------------------------------------------------
 
     def to_state(self) -> dict:
-        return {k: getattr(self, k) for k in ("threshold", "seen_s", "seen_c", "counted_s", "counted_c", "x_s", "x_c", "n_at_estimate", "estimates")}
+        def f(a):
+            return [[(None if not math.isfinite(v) else float(v)) for v in row] for row in np.asarray(a).reshape(a.shape[0], -1)]
 
-    def from_state(self, state: dict) -> "ExceedanceTracker":
-        for k, v in state.items():
-            setattr(self, k, v)
+        return {
+            "T": [None if not math.isfinite(t) else float(t) for t in self.T],
+            "fresh": self.fresh.tolist(),
+            "scale": [None if not math.isfinite(t) else float(t) for t in self.scale],
+            "n_at": int(self.n_at),
+            "n_stable": int(self.n_stable),
+            "n_canary": int(self.n_canary),
+            "sketch_stable": sketch_to_json(self.sketch_s),
+            "sketch_canary": sketch_to_json(self.sketch_c),
+            "pending": {"n": int(self.pend_n), "na": self.pend_na.tolist(), "nb": self.pend_nb.tolist(),
+                        "xa": self.pend_xa.tolist(), "xb": self.pend_xb.tolist()},
+            "w_fail": f(self.w_fail),
+            "w_pass": f(self.w_pass),
+            "compared": {"canary": self.m_c.tolist(), "stable": self.m_s.tolist()},
+            "exceeded": {"canary": self.x_c.tolist(), "stable": self.x_s.tolist()},
+            "blocks": int(self.blocks),
+            "estimates": int(self.estimates),
+        }
+
+    def load_state(self, st: dict) -> "QuantileBlocks":
+        self.reset()
+        S, G, J = self.S, self.G, self.J
+        nan = lambda v: np.nan if v is None else float(v)  # noqa: E731
+        self.T = np.array([nan(v) for v in st["T"]], dtype=np.float64).reshape(S)
+        self.fresh = np.array(st["fresh"], dtype=bool).reshape(S)
+        self.scale = np.array([nan(v) for v in st["scale"]], dtype=np.float64).reshape(S)
+        self.n_at = int(st["n_at"])
+        self.n_stable = int(st["n_stable"])
+        self.n_canary = int(st["n_canary"])
+        self.sketch_s = sketch_from_json(st["sketch_stable"])
+        self.sketch_c = sketch_from_json(st["sketch_canary"])
+        p = st["pending"]
+        self.pend_n = int(p["n"])
+        self.pend_na = np.array(p["na"], dtype=np.int64).reshape(S)
+        self.pend_nb = np.array(p["nb"], dtype=np.int64).reshape(S)
+        self.pend_xa = np.array(p["xa"], dtype=np.int64).reshape(S, G)
+        self.pend_xb = np.array(p["xb"], dtype=np.int64).reshape(S)
+        self.w_fail = np.array([[nan(v) for v in row] for row in st["w_fail"]], dtype=np.float64).reshape(S, G, J)
+        self.w_pass = np.array([[nan(v) for v in row] for row in st["w_pass"]], dtype=np.float64).reshape(S, G, J)
+        self.m_c = np.array(st["compared"]["canary"], dtype=np.int64).reshape(S)
+        self.m_s = np.array(st["compared"]["stable"], dtype=np.int64).reshape(S)
+        self.x_c = np.array(st["exceeded"]["canary"], dtype=np.int64).reshape(S)
+        self.x_s = np.array(st["exceeded"]["stable"], dtype=np.int64).reshape(S)
+        self.blocks = int(st["blocks"])
+        self.estimates = int(st["estimates"])
         return self

@@ -19,6 +19,9 @@ Value conventions, decided once here:
     points, expressed as a fraction: ``0.005`` (= ``0.5%``) lets the canary's
     error rate exceed stable's by at most 0.5 points (1.0% -> 1.5% passes,
     1.0% -> 1.6% fails). ``10%`` therefore means ten points, not "10% more".
+    A bare number is accepted only up to ``0.1`` (``maxIncrease: 1`` is refused:
+    as a fraction it would be 100 points, an SLO that can never fail; write
+    ``1%``), and the margin must stay below 100%.
   - ``latency`` ``maxIncrease`` is **relative** to stable at the same quantile:
     ``10%`` (= ``0.1``) lets canary p99 be at most 1.1 x stable p99. Above 100%
     must be written as a percent (``150%``).
@@ -32,11 +35,13 @@ Value conventions, decided once here:
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo, WithJsonSchema, model_validator
 
 from .fields import (
     Domain,
@@ -61,6 +66,8 @@ from .fields import (
     Weight,
 )
 from .endpoints import Endpoint
+from .errors import describe
+from .units import FRACTION_PATTERN, parse_fraction
 
 API_VERSION = "weir.dev/v1alpha1"
 KIND = "RolloutPolicy"
@@ -74,10 +81,43 @@ DEFAULT_TIMEOUT = timedelta(seconds=15)
 # ---------------------------------------------------------------------------
 
 
-def _at_most_one(value: float) -> float:
-    if value > 1:
-        raise ValueError(f"must be at most 100% (1.0) for an error rate (got {value:.4g}, i.e. {value * 100:.4g}%)")
+ERROR_RATE_BARE_MAX = 0.1
+"""Largest error-rate ``maxIncrease`` accepted as a bare fraction (10 percentage points); above, write a percent."""
+
+
+def _parse_error_rate_increase(value: object) -> float:
+    """An error-rate margin in percentage points, read one way only.
+
+    ``0.005`` and ``0.5%`` are half a point. A bare number above 0.1 is
+    refused because it is almost always a mistyped percent (``1`` meaning 1%,
+    ``0.5`` meaning 0.5%): read as a fraction, ``1`` would be 100 points and the
+    SLO could never fail. Larger margins must be written as a percent.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and ERROR_RATE_BARE_MAX < value <= 1:
+        pts = (Decimal(repr(value)) * 100).normalize()
+        never = " and this SLO could never fail" if value >= 1 else ""
+        raise ValueError(
+            f"an error-rate maxIncrease is in percentage points; the bare number {describe(value)} would mean {pts:f} "
+            f"points more errors than stable{never}. Write {describe(value)}% for {describe(value)} point(s), or "
+            f"{pts:f}% if you really mean {pts:f} points (bare numbers are accepted up to {ERROR_RATE_BARE_MAX:g})"
+        )
+    return parse_fraction(value)
+
+
+def _below_hundred_points(value: float) -> float:
+    if value >= 1:
+        raise ValueError(
+            f"must be below 100% for an error rate: an increase of {value * 100:.4g} percentage points can never fail "
+            f"(got {value * 100:.4g}%)"
+        )
     return value
+
+
+def _format_error_rate_increase(value: float) -> float | str:
+    """Written back the way it reads back: a bare fraction up to 0.1, a percent above."""
+    if value <= ERROR_RATE_BARE_MAX:
+        return value
+    return f"{(Decimal(repr(value)) * 100).normalize():f}%"
 
 
 def _probability(value: float) -> float:
@@ -326,12 +366,30 @@ class Source(_Model):
     prometheus: PrometheusSource | None = Field(None, description="required when type is prometheus")
 
 
+ErrorRateIncrease = Annotated[
+    float,
+    BeforeValidator(_parse_error_rate_increase),
+    AfterValidator(_below_hundred_points),
+    PlainSerializer(_format_error_rate_increase, when_used="json"),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": ERROR_RATE_BARE_MAX},
+                {"type": "string", "pattern": FRACTION_PATTERN},
+            ],
+            "examples": ["0.5%", 0.005],
+        }
+    ),
+]
+"""An error-rate margin in percentage points: ``0.5%`` or ``0.005``; bare numbers only up to 0.1, below 100% in all."""
+
+
 class ErrorRateSLO(_Model):
     """5xx responses and resets / requests. `maxIncrease` is absolute: 0.005 (= 0.5%) allows 0.5 percentage points more than stable."""
 
     metric: Literal["error-rate"]
-    max_increase: Annotated[Fraction, AfterValidator(_at_most_one)] = Field(
-        description="absolute increase over stable in percentage points: 0.005 or 0.5% = half a point"
+    max_increase: ErrorRateIncrease = Field(
+        description="absolute increase over stable in percentage points: 0.5% or 0.005 = half a point; a bare number at most 0.1"
     )
 
 

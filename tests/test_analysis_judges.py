@@ -205,23 +205,6 @@ def test_sequential_sample_ratio_mismatch_blocks():
     assert v.evidence["srm"]["mismatch"] is True
 
 
-def test_sequential_resets_on_new_step_and_restores_state():
-    j = make_judge("sequential", SLOS, alpha=0.05)
-    stream = Stream(30000, 0.1, seed=8)
-    for t in (2000, 4000, 6000):
-        j.evaluate(*stream.arms(t), canary_share=0.1)
-    saved = json.loads(json.dumps(j.state()))
-    # restore into a new instance: same verdict at the next look as the original
-    k = make_judge("sequential", SLOS, alpha=0.05)
-    k.load_state(saved)
-    v1 = j.evaluate(*stream.arms(8000), canary_share=0.1)
-    v2 = k.evaluate(*stream.arms(8000), canary_share=0.1)
-    assert v1.evidence["slos"][1]["counts"] == v2.evidence["slos"][1]["counts"]
-    # a new share (next step) starts from scratch
-    v3 = j.evaluate(*Stream(3000, 0.25, seed=9).arms(3000), canary_share=0.25)
-    assert v3.evidence["looks"] == 1
-
-
 def test_sequential_all_errors_and_tiny_samples_are_json_safe():
     j = make_judge("sequential", SLOS, alpha=0.05)
     v = j.evaluate(ArmSamples(10, 10, []), ArmSamples(3, 3, []), canary_share=0.2)
@@ -231,15 +214,155 @@ def test_sequential_all_errors_and_tiny_samples_are_json_safe():
     assert v.outcome in ("inconclusive", "fail")
 
 
+def _stream_looks(stream, every, until):
+    """Cumulative per-look counts and the latency arrays of a Stream, as run_stream takes them."""
+    req, err, lc = [], [], []
+    for t in range(every, until + 1, every):
+        s, c = stream.arms(t)
+        req.append((s.requests, c.requests)), err.append((s.errors, c.errors)), lc.append((s.latencies_ms.size, c.latencies_ms.size))
+    s, c = stream.arms(until)
+    return np.array(req), np.array(err), (s.latencies_ms, c.latencies_ms), np.array(lc)
+
+
+def test_run_stream_decides_exactly_like_evaluate_look_by_look():
+    # the simulations (bench/analysis_sim.py) use run_stream: it must be the same judge
+    codes = {"inconclusive": 0, "fail": 1, "pass": 2}
+    for seed, shift in ((31, 0.0), (32, math.log(1.25)), (33, 0.0)):
+        st_ = Stream(30000, 0.1, seed=seed, shift=shift)
+        j1 = make_judge("sequential", SLOS, alpha=0.05, min_requests=500)
+        j2 = make_judge("sequential", SLOS, alpha=0.05, min_requests=500, interval=False)
+        outs = [codes[j1.evaluate(*st_.arms(t), canary_share=0.1).outcome] for t in range(1000, 30001, 1000)]
+        res = j2.run_stream(0.1, *_stream_looks(st_, 1000, 30000))
+        assert res.outcome.tolist() == outs, seed
+
+
 def test_sequential_false_rollback_rate_over_many_looks():
-    """End to end through the judge object: equal canary, 3 SLOs, a look every 200 requests."""
-    fails = 0
-    reps = 40
+    """Through the judge: equal canary, 3 SLOs with zero margins (the null's boundary), a look every 100 requests."""
+    fails, reps = 0, 200
+    slos = [SLO("error-rate", 0.0), SLO("latency", 0.0, 0.99), SLO("latency", 0.0, 0.5)]
     for r in range(reps):
-        j = make_judge("sequential", SLOS, alpha=0.05)
-        v, _ = run_looks(j, Stream(12000, 0.1, seed=100 + r), 0.1, 200, 12000)
+        j = make_judge("sequential", slos, alpha=0.05, interval=False)
+        res = j.run_stream(0.1, *_stream_looks(Stream(12000, 0.1, seed=100 + r, e_s=0.002, e_c=0.002), 100, 12000))
+        fails += res.first_decision()[1] == 1
+    assert fails / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
+
+
+# ---------------------------------------------------------------------------
+# issue 9: each defect found by the audit (these fail on the code before the fix)
+# ---------------------------------------------------------------------------
+
+
+def test_p50_slo_tests_the_median_not_the_geometric_mean():
+    # the canary's slowest 40% take twice as long: its geometric mean is 1.32x stable's, its median is stable's
+    rng = np.random.default_rng(40)
+    n = 40000
+    arm = rng.random(n) < 0.1
+    lat = np.exp(math.log(100) + 0.5 * rng.normal(size=n))
+    q60 = math.exp(math.log(100) + 0.5 * 0.2533)
+    lat = np.where(arm & (lat > q60), 2 * lat, lat)
+    j = make_judge("sequential", [SLO("latency", 0.10, 0.5)], alpha=0.05)
+    outcomes = []
+    for t in range(2000, n + 1, 2000):
+        a = arm[:t]
+        v = j.evaluate(ArmSamples(int((~a).sum()), 0, lat[:t][~a]), ArmSamples(int(a.sum()), 0, lat[:t][a]), canary_share=0.1)
+        outcomes.append(v.outcome)
+    assert "fail" not in outcomes
+    assert outcomes[-1] == "pass"  # the median is within +10%: shown
+    ev = v.evidence["slos"][0]
+    assert ev["interval"]["of"] == "canary / stable p50 ratio" and ev["interval"]["upper"] <= 1.1
+
+
+def test_tail_test_null_holds_when_the_error_rates_differ():
+    # stable 20% errors, canary none, the same latency: the canary holds more than its share of latency samples
+    fails, reps = 0, 60
+    for r in range(reps):
+        j = make_judge("sequential", [SLO("latency", 0.0, 0.9)], alpha=0.05)
+        v, _ = run_looks(j, Stream(20000, 0.1, seed=500 + r, e_s=0.2, e_c=0.0), 0.1, 2000, 20000)
         fails += v.outcome == "fail"
-    assert fails <= 5  # alpha = 0.05: expect ~1; 5 of 40 would be far out (binomial tail < 1%)
+    assert fails / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
+
+
+SLOS3 = [SLO("error-rate", 0.005), SLO("latency", 0.10, 0.99), SLO("latency", 0.10, 0.5)]
+
+
+def _lat(rng, n, scale=1.0):
+    return np.exp(math.log(100) + 0.5 * rng.normal(size=n)) * scale
+
+
+def test_missing_canary_latency_never_passes_a_latency_slo():
+    rng = np.random.default_rng(41)
+    stable_lat = _lat(rng, 300000)
+    # canary requests but no latency samples at all
+    j = make_judge("sequential", SLOS3, alpha=0.05)
+    for k in range(1, 11):
+        v = j.evaluate(ArmSamples(9000 * k, 0, stable_lat[: 9000 * k]), ArmSamples(1000 * k, 0, []), canary_share=0.1)
+        assert [e["outcome"] for e in v.evidence["slos"]][1:] == ["inconclusive", "inconclusive"]
+    # a 10x slower canary with 5 latency samples
+    j = make_judge("sequential", SLOS3, alpha=0.05)
+    slow = _lat(rng, 5, 10.0)
+    for k in range(1, 11):
+        v = j.evaluate(ArmSamples(9000 * k, 0, stable_lat[: 9000 * k]), ArmSamples(1000 * k, 0, slow if k > 1 else []), canary_share=0.1)
+        assert v.evidence["slos"][1]["outcome"] != "pass" and v.outcome != "pass"
+    # canary latencies that stop arriving after 200
+    j = make_judge("sequential", SLOS3, alpha=0.05)
+    c_lat = _lat(rng, 200)
+    for k in range(1, 31):
+        v = j.evaluate(ArmSamples(9000 * k, 0, stable_lat[: 9000 * k]), ArmSamples(1000 * k, 0, c_lat), canary_share=0.1)
+        assert v.evidence["slos"][1]["outcome"] != "pass" and v.evidence["slos"][2]["outcome"] != "pass", k
+        assert v.outcome != "pass"
+
+
+def test_no_slo_passes_without_canary_requests():
+    rng = np.random.default_rng(42)
+    j = make_judge("sequential", SLOS3, alpha=0.05)
+    for k in range(1, 6):
+        v = j.evaluate(ArmSamples(20000 * k, 20 * k, _lat(rng, 20000 * k - 20 * k)), ArmSamples(), canary_share=0.1)
+        assert [e["outcome"] for e in v.evidence["slos"]] == ["inconclusive"] * 3
+        assert v.outcome == "inconclusive"
+
+
+def test_a_regression_that_starts_mid_step_does_not_pass_the_step():
+    # healthy for 30k requests, then the canary is a third slower; min_requests is reached only after the change
+    fails = passes = 0
+    for r in range(20):
+        st_ = Stream(80000, 0.1, seed=600 + r)
+        st_.lat = np.where(st_.arm & (np.arange(80000) >= 30000), st_.lat * 4 / 3, st_.lat)
+        j = make_judge("sequential", SLOS3, alpha=0.05, min_requests=3500)
+        v, t = run_looks(j, st_, 0.1, 2000, 80000)
+        passes += v.outcome == "pass"
+        fails += v.outcome == "fail"
+    assert passes == 0 and fails >= 18
+
+
+def test_nan_and_bad_latencies_are_counted_never_crash_never_pass():
+    rng = np.random.default_rng(43)
+    s_lat, c_lat = _lat(rng, 90000), _lat(rng, 10000)
+    ArmSamples(3, 0, [np.nan, -1.0, np.inf])  # accepted: the judges deal with bad values
+    j = make_judge("sequential", [SLO("error-rate", 0.01), SLO("latency", 0.5, 0.5), SLO("latency", 0.5, 0.99)], alpha=0.05)
+    for k in range(1, 11):
+        c = ArmSamples(1000 * k, 0, c_lat[: 1000 * k].copy())
+        c.latencies_ms[-1] = np.nan if k % 2 else -3.0  # written after construction, into the new part
+        if k >= 2:
+            c.latencies_ms[5] = np.inf  # and into the part judged already (not read again)
+        v = j.evaluate(ArmSamples(9000 * k, 0, s_lat[: 9000 * k]), c, canary_share=0.1)
+        strict_json(v)
+        assert v.outcome != "pass"
+    assert v.evidence["bad_samples"]["canary"] == 10
+    assert v.evidence["slos"][1]["outcome"] == "inconclusive"
+    assert "bad latency samples" in v.reason
+    for kind in ("mann-whitney", "threshold"):
+        other = make_judge(kind, [SLO("latency", 0.5, 0.5)], alpha=0.05)
+        bad = ArmSamples(1000, 0, np.r_[c_lat[:999], np.nan])
+        vv = other.evaluate(ArmSamples(9000, 0, s_lat[:9000]), bad, canary_share=0.1)
+        assert vv.evidence["bad_samples"]["canary"] == 1 and vv.outcome != "pass"
+
+
+def test_samples_needed_is_never_below_what_min_requests_still_needs():
+    j = make_judge("sequential", [SLO("error-rate", 0.005), SLO("latency", 0.1, 0.5)], alpha=0.05, min_requests=200)
+    v = j.evaluate(ArmSamples(36, 0, np.full(36, 100.0)), ArmSamples(4, 2, [100.0, 101.0]), canary_share=0.1)
+    assert "only 4 of the 200 canary requests required" in v.reason
+    assert v.samples_needed >= 196
+    assert f"about {v.samples_needed} more canary requests needed" in v.reason
 
 
 # ---------------------------------------------------------------------------
@@ -405,6 +528,8 @@ async def test_evaluate_async_same_verdict_as_sync():
     v_sync = j2.evaluate(s, c, canary_share=0.1)
     assert v_async.to_json() == v_sync.to_json()
     j3 = make_judge("sequential", SLOS, alpha=0.05)
+    s0, c0 = Stream(60000, 0.1, seed=14, shift=math.log(1.2)).arms(5000)  # the quantile tests' first threshold
+    await evaluate_async(j3, s0, c0, canary_share=0.1)
     v = await evaluate_async(j3, s, c, canary_share=0.1)
     assert v.outcome == "fail"
     assert await asyncio.wait_for(evaluate_async(j3, s, c, canary_share=0.1), 5)

@@ -6,6 +6,7 @@ that the rejection rate over the whole run stays <= alpha + 3 standard errors.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -229,61 +230,170 @@ def test_location_test_margin_boundary_and_power():
     assert np.median(first) <= 1200
 
 
-def _tail_run(rng, p, k, n, look, alpha, q=0.9):
-    """One stream through ExceedanceTracker; canary has k x (1-q) of its mass above stable's q-quantile."""
+# ---------------------------------------------------------------------------
+# quantile test: exceedances of a predictable threshold, conditional on block counts
+# ---------------------------------------------------------------------------
+
+
+def test_block_lr_known_answers_and_exact_expectation():
+    # one canary and one stable sample, one exceedance: X ~ Bernoulli(1/2), E[psi^X] = (1 + psi) / 2
+    for psi in (1.5, 3.0, 0.4):
+        lp = np.array([math.log(psi)])
+        assert math.exp(sq.block_log_lr(1, 1, 1, 1, lp)[0]) == pytest.approx(2 * psi / (1 + psi))
+        assert math.exp(sq.block_log_lr(0, 1, 1, 1, lp)[0]) == pytest.approx(2 / (1 + psi))
+    # against scipy's hypergeometric pmf: the mgf, and E[e-value] = 1 exactly under the null
+    rng = np.random.default_rng(1)
+    lp = np.log(np.array([0.3, 0.8, 1.2, 2.0, 6.0]))
+    for _ in range(300):
+        na, nb = (int(v) for v in rng.integers(0, 40, 2))
+        k = int(rng.integers(0, na + nb + 1))
+        xs = np.arange(0, na + 1)
+        pmf = stats.hypergeom.pmf(xs, na + nb, k, na)
+        want = np.log((pmf[:, None] * np.exp(xs[:, None] * lp)).sum(0))
+        np.testing.assert_allclose(sq.hypergeom_log_mgf(na, nb, k, lp), want, atol=1e-9)
+        support = xs[pmf > 0]
+        e = np.exp(sq.block_log_lr(support, na, nb, k, lp))  # (x, bets)
+        np.testing.assert_allclose((pmf[pmf > 0][:, None] * e).sum(0), 1.0, atol=1e-9)
+
+
+def test_block_lr_removing_canary_exceedances_never_raises_a_fail_bet():
+    # the margin argument: a canary event X > (1+m)T is inside X > T, so canary exceedances are removed;
+    # the e-value of psi > 1 must not grow (brute force over small blocks)
+    lp = np.log(np.array([1.2, 2.0, 5.0]))
+    for na in range(1, 7):
+        for nb in range(0, 7):
+            for k in range(0, na + nb + 1):
+                for x in range(max(0, k - nb), min(na, k) + 1):
+                    base = sq.block_log_lr(x, na, nb, k, lp)
+                    for d in range(1, x + 1):
+                        assert np.all(sq.block_log_lr(x - d, na, nb, k - d, lp) <= base + 1e-12)
+
+
+def _qb_stream(rng, n, p, look, *, e_s=0.0, e_c=0.0, shift=0.0, drift=0.0, scale=1.0):
+    """Requests split at random; only successes have latency; returns per-look batches for QuantileBlocks."""
     arm = rng.random(n) < p
-    u = rng.random(n)
-    t = 1 - k * (1 - q)
-    zc = np.where(u < t, special.ndtri(np.clip(u * q / t, 1e-300, 1)), special.ndtri(np.clip(q + (u - t) * (1 - q) / (1 - t), 0, 1 - 1e-16)))
-    z = np.where(arm, zc, special.ndtri(u))
-    lat = np.exp(4.6 + 0.5 * z)
-    tr = sq.ExceedanceTracker(q)
-    for end in range(look, n + 1, look):
-        a = arm[:end]
-        tr.update(lat[:end][~a], lat[:end][a])
-        if sq.count_log_evalue(tr.x_c, tr.x_s, 0, p) >= math.log(1 / alpha):
-            return end
-    return None
+    ok = rng.random(n) >= np.where(arm, e_c, e_s)
+    t = np.arange(n) / n
+    y = 4.6 + 0.5 * rng.normal(size=n) + drift * np.sin(6 * math.pi * t) + shift * arm
+    lat = np.exp(y) * np.where(arm, scale, 1.0)
+    looks = np.arange(0, n, look)
+    s_vals, c_vals, s_cnt, c_cnt = [], [], [], []
+    for a in looks:
+        sl = slice(a, a + look)
+        s = lat[sl][~arm[sl] & ok[sl]]
+        c = lat[sl][arm[sl] & ok[sl]]
+        s_vals.append(s), c_vals.append(c), s_cnt.append(s.size), c_cnt.append(c.size)
+    return np.concatenate(s_vals), np.array(s_cnt), np.concatenate(c_vals), np.array(c_cnt)
 
 
-def test_tail_test_type1_with_moving_threshold():
-    # identical arms; the threshold is re-estimated as stable grows; checked every 40 requests
-    rng = np.random.default_rng(51)
-    reps = 400
-    hits = sum(_tail_run(rng, 0.2, 1, 4000, 40, ALPHA) is not None for _ in range(reps))
+def _qb_max_log_e(stream, spec, direction="fail", block=20):
+    qb = sq.QuantileBlocks([spec], block=block, interval=False)
+    res = qb.process(*stream)
+    lr = res.lr_fail if direction == "fail" else res.lr_pass
+    if lr.shape[0] == 0:
+        return -np.inf
+    return float(sq.logmeanexp(np.cumsum(lr[:, 0, :], axis=0)).max())
+
+
+@pytest.mark.parametrize("case", ["errors differ (20% vs 0%)", "drift shared, look every request"])
+def test_quantile_test_type1_whatever_the_error_rates(case):
+    # identical latency, but the canary's share of *latency samples* is not the traffic share (or latency moves)
+    reps = 200
+    rng = np.random.default_rng(61)
+    hits = {0.5: 0, 0.99: 0}
+    for _ in range(reps):
+        if case.startswith("errors"):
+            st_ = _qb_stream(rng, 6000, 0.1, 50, e_s=0.2, e_c=0.0)
+        else:
+            st_ = _qb_stream(rng, 2000, 0.1, 1, drift=1.0)
+        for q in hits:
+            hits[q] += _qb_max_log_e(st_, sq.QuantileSpec(q)) >= math.log(1 / ALPHA)
+    for q, h in hits.items():
+        assert h / reps <= _max_rate(ALPHA, reps), (case, q, h)
+
+
+def test_quantile_pass_test_type1_at_the_margin():
+    # canary exactly 1.1 x stable and a 10% margin: the PASS null holds with equality
+    reps = 300
+    rng = np.random.default_rng(62)
+    hits = 0
+    for _ in range(reps):
+        st_ = _qb_stream(rng, 6000, 0.2, 100, scale=1.1)
+        hits += _qb_max_log_e(st_, sq.QuantileSpec(0.5, 0.1), direction="pass") >= math.log(1 / ALPHA)
     assert hits / reps <= _max_rate(ALPHA, reps)
 
 
-def test_tail_test_power():
+def _first_detection(rng, n, p, look, q, k=None, shift=0.0, alpha=1 / 60):
+    arm = rng.random(n) < p
+    if k:
+        u = rng.random(n)
+        t = 1 - k * (1 - q)
+        zc = np.where(u < t, special.ndtri(np.clip(u * q / t, 1e-300, 1)), special.ndtri(np.clip(q + (u - t) * (1 - q) / (1 - t), 0, 1 - 1e-16)))
+        z = np.where(arm, zc, special.ndtri(u))
+    else:
+        z = rng.normal(size=n) + shift / 0.5 * arm
+    lat = np.exp(4.6 + 0.5 * z)
+    idx = np.arange(n) // look
+    s_cnt = np.bincount(idx[~arm], minlength=idx[-1] + 1)
+    c_cnt = np.bincount(idx[arm], minlength=idx[-1] + 1)
+    qb = sq.QuantileBlocks([sq.QuantileSpec(q)], interval=False)
+    res = qb.process(lat[~arm], s_cnt, lat[arm], c_cnt)
+    le = sq.logmeanexp(np.cumsum(res.lr_fail[:, 0, :], axis=0))
+    hit = np.flatnonzero(le >= math.log(1 / alpha))
+    return (res.look[hit[0]] + 1) * look if hit.size else None
+
+
+def test_quantile_test_power():
     rng = np.random.default_rng(52)
-    found = [_tail_run(rng, 0.1, 3, 12000, 100, 1 / 60, q=0.99) for _ in range(60)]
-    assert sum(f is not None for f in found) >= 48  # 1% -> 3% above stable's p99 found in most runs
-    assert np.median([f if f is not None else 10**9 for f in found]) <= 7000
+    found = [_first_detection(rng, 14000, 0.1, 100, 0.99, k=3) for _ in range(60)]
+    assert sum(f is not None for f in found) >= 54  # 1% -> 3% above stable's p99
+    assert np.median([f if f is not None else 10**9 for f in found]) <= 6000
+    found = [_first_detection(rng, 6000, 0.1, 100, 0.5, shift=math.log(1.2)) for _ in range(60)]
+    assert sum(f is not None for f in found) >= 54  # median +20%
+    assert np.median([f if f is not None else 10**9 for f in found]) <= 2000
 
 
-def test_exceedance_tracker_is_predictable_and_resets():
-    tr = sq.ExceedanceTracker(0.5, min_stable=4)
-    tr.update(np.array([1.0, 2.0, 3.0]), np.array([10.0]))
-    assert tr.threshold is None and tr.counted_c == 0  # still training
-    tr.update(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 100.0]))
-    assert tr.threshold == pytest.approx(2.5) and tr.counted_c == 0  # samples before the first threshold only train
-    tr.update(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([10.0, 100.0, 0.5, 3.0]))
-    # new samples compared with the threshold fixed at the previous look (2.5)
-    assert (tr.x_s, tr.counted_s, tr.x_c, tr.counted_c) == (1, 1, 1, 2)
-    st = tr.to_state()
-    tr2 = sq.ExceedanceTracker(0.5, min_stable=4).from_state(st)
-    assert tr2.to_state() == st
-    tr.update(np.array([1.0]), np.array([]))  # arrays shrank: a new step
-    assert tr.counted_s == 0 and tr.threshold is None
+def test_quantile_thresholds_are_predictable_and_survive_state():
+    spec = sq.QuantileSpec(0.5, min_stable=4)
+    qb = sq.QuantileBlocks([spec], block=4, interval=False)
+    # look 1: 3 stable + 1 canary = a full block, but no threshold yet: it only trains
+    r = qb.process(np.array([1.0, 2.0, 3.0]), np.array([3]), np.array([10.0]), np.array([1]))
+    assert r.look.tolist() == [0] and r.n_a.tolist() == [[0]] and np.isnan(qb.T[0])
+    # look 2: 4 stable seen at the end of block 2 -> threshold set after it, from the sketch (~2.5 ms)
+    r = qb.process(np.array([4.0, 5.0]), np.array([2]), np.array([20.0, 0.1]), np.array([2]))
+    assert r.n_a.tolist() == [[0]]
+    t = qb.T[0]
+    assert 2.0 <= t <= 3.2
+    # look 3: compared with the threshold fixed before it (block of 4: 2 + 2)
+    r = qb.process(np.array([0.5, 9.0]), np.array([2]), np.array([100.0, 1.0]), np.array([2]))
+    assert (r.n_a.tolist(), r.n_b.tolist()) == ([[2]], [[2]])
+    assert (qb.x_c[0], qb.x_s[0]) == (1, 1)
+    # a block of x_a = 1 of n_a = 2, n_b = 2, k = 2 has e-value psi / E[psi^X], X ~ Hyp(4, 2, 2)
+    h = stats.hypergeom.pmf([0, 1, 2], 4, 2, 2)
+    psi = np.exp(qb.log_psi[0, : qb.J])
+    np.testing.assert_allclose(np.exp(r.lr_fail[0, 0]), psi / (h[0] + h[1] * psi + h[2] * psi**2))
+    st_ = json.loads(json.dumps(qb.to_state()))
+    qb2 = sq.QuantileBlocks([spec], block=4, interval=False).load_state(st_)
+    assert qb2.to_state() == st_
 
 
-def test_relative_margin_on_tail_threshold():
-    tr = sq.ExceedanceTracker(0.9, margin=0.1, relative=True, min_stable=2)
-    tr.update(np.arange(1.0, 101.0), np.array([]))
-    t = tr.threshold
-    tr.update(np.arange(1.0, 101.0), np.array([t * 1.05, t * 1.2]))
-    assert tr.canary_threshold() == pytest.approx(t * 1.1)
-    assert tr.x_c == 1
-    ab = sq.ExceedanceTracker(0.9, margin=20.0, relative=False)
-    ab.threshold = 100.0
-    assert ab.canary_threshold() == 120.0
+def test_quantile_canary_thresholds_with_margins():
+    qb = sq.QuantileBlocks([sq.QuantileSpec(0.99, 0.1, True), sq.QuantileSpec(0.99, 20.0, False)])
+    qb.seed_thresholds([100.0, 100.0])
+    thr = qb.canary_thresholds(qb.T)
+    assert thr[0, qb.gi] == pytest.approx(110.0)
+    assert thr[1, qb.gi] == pytest.approx(120.0)
+    np.testing.assert_allclose(qb.grid_values(0)[qb.gi], 1.1)
+    assert qb.grid_values(1)[qb.gi] == pytest.approx(20.0)
+    assert np.all(np.diff(thr, axis=1) > 0)  # the interval grid is increasing
+
+
+def test_sketch_quantile_close_to_exact():
+    rng = np.random.default_rng(4)
+    x = rng.lognormal(4.6, 1.5, 20000)
+    sk = np.bincount(sq.sketch_index(x), minlength=sq.N_SKETCH)
+    for q in (0.5, 0.9, 0.99):
+        assert sq.sketch_quantile(sk, q) == pytest.approx(np.quantile(x, q), rel=0.03)
+    assert sq.sketch_index(np.array([0.0]))[0] == 0
+    d = sq.sketch_to_json(sk)
+    assert np.array_equal(sq.sketch_from_json(d), sk)

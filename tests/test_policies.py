@@ -217,6 +217,24 @@ def test_canonical_json_writes_file_notation() -> None:
     assert "proxyGroup" in data["spec"] and "null" not in canonical_json(load_policy(EXAMPLES / "minimal.yaml"))
 
 
+def test_error_rate_margin_reads_one_way_and_writes_back_the_same_way() -> None:
+    base = (EXAMPLES / "sentiment.yaml").read_text()
+    assert "maxIncrease: 0.005" in base
+    for spelling, value, written in [("0.005", 0.005, 0.005), ("0.5%", 0.005, 0.005), ("0.1", 0.1, 0.1), ("10%", 0.1, 0.1),
+                                     ("20%", 0.2, "20%"), ("99.5%", 0.995, "99.5%")]:
+        policy = parse_policy(base.replace("maxIncrease: 0.005", f"maxIncrease: {spelling}"))
+        er = policy.spec.analysis.slos[0]
+        assert er.max_increase == pytest.approx(value)
+        data = json.loads(canonical_json(policy))
+        assert data["spec"]["analysis"]["slos"][0]["maxIncrease"] == written
+        # what is written loads again to the same value
+        again = parse_policy(base.replace("maxIncrease: 0.005", f"maxIncrease: {json.dumps(written)}"))
+        assert again.spec.analysis.slos[0].max_increase == pytest.approx(value)
+    for refused in ("1", "0.5", "0.25", "100%", "150%"):
+        with pytest.raises(PolicyValidationError):
+            parse_policy(base.replace("maxIncrease: 0.005", f"maxIncrease: {refused}"))
+
+
 # ---------------------------------------------------------------------------
 # JSON Schema
 # ---------------------------------------------------------------------------

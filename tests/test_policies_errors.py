@@ -166,7 +166,12 @@ CASES = [
     ("type: access-log", "type: access-log\n      prometheus: {url: http://p:9090}", "spec.analysis.source.prometheus", "only used with type: prometheus (type is access-log)", "prometheus:"),
     ("type: access-log", "type: prometheus\n      prometheus: {url: p:9090}", "spec.analysis.source.prometheus.url", "expected an http:// or https:// URL", "prometheus:"),
     ("maxIncrease: 0.005", "maxIncrease: 5", "spec.analysis.slos[0].maxIncrease", "so 5 would mean 500%; write 5% if you meant percent", None),
-    ("maxIncrease: 0.005", "maxIncrease: 150%", "spec.analysis.slos[0].maxIncrease", "must be at most 100% (1.0) for an error rate", None),
+    ("maxIncrease: 0.005", "maxIncrease: 150%", "spec.analysis.slos[0].maxIncrease", "must be below 100% for an error rate", None),
+    ("maxIncrease: 0.005", "maxIncrease: 100%", "spec.analysis.slos[0].maxIncrease", "an increase of 100 percentage points can never fail", None),
+    # a bare 1 was read as 100 percentage points: an error-rate SLO that could never fail
+    ("maxIncrease: 0.005", "maxIncrease: 1  # one point", "spec.analysis.slos[0].maxIncrease",
+     "the bare number 1 would mean 100 points more errors than stable and this SLO could never fail. Write 1% for 1 point(s)", "# one point"),
+    ("maxIncrease: 0.005", "maxIncrease: 0.5", "spec.analysis.slos[0].maxIncrease", "Write 0.5% for 0.5 point(s), or 50% if you really mean 50 points", None),
     ("maxIncrease: 0.005", 'maxIncrease: "0.005"', "spec.analysis.slos[0].maxIncrease", "write the fraction without quotes (0.005) or the percent with a % sign (0.5%)", None),
     ("maxIncrease: 0.005", "maxIncrease: lots", "spec.analysis.slos[0].maxIncrease", "expected a percentage such as 10% or a fraction such as 0.1", None),
     ("maxIncrease: 0.005", "maxIncrease: 0.005\n        quantile: 0.5", "spec.analysis.slos[0].quantile", "unknown field for metric error-rate; allowed here: metric, maxIncrease", "quantile: 0.5"),

@@ -38,7 +38,7 @@ import threading
 import numpy as np
 from scipy import special, stats
 
-from ..samples import SLO, ArmSamples
+from ..samples import SLO, ArmSamples, split_latencies
 from ..verdict import Verdict
 from ._common import check_arm, check_share, fnum, margin_words, subject
 
@@ -147,7 +147,9 @@ class MannWhitneyJudge:
         confidence: float = 0.98,
         tolerance: float = 0.25,
         min_samples: int = 3,
+        carry: dict | None = None,
     ):
+        # ``carry`` is accepted for the common interface and ignored: a fixed-horizon test has nothing to continue.
         if not slos:
             raise ValueError("a judge needs at least one SLO")
         if not 0.0 < alpha < 1.0:
@@ -169,6 +171,21 @@ class MannWhitneyJudge:
     def lock(self) -> threading.Lock:
         return self._lock
 
+    # The common judge interface. This judge re-runs a fixed-horizon test on the arrays it is given, so
+    # after a restart or a new segment it judges that segment's data only; it has nothing to carry.
+    def state(self) -> dict:
+        return {"judge": self.kind, "version": 1}
+
+    def load_state(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("judge") != self.kind:
+            raise ValueError("not a mann-whitney judge state")
+
+    def new_segment(self) -> None:
+        return None
+
+    def carry(self) -> None:
+        return None
+
     def work_estimate(self, stable: ArmSamples, canary: ArmSamples) -> int:
         n = stable.latencies_ms.size + canary.latencies_ms.size
         return int(n * max(math.log2(n + 2), 1) * 4)
@@ -177,8 +194,10 @@ class MannWhitneyJudge:
         p = check_share(canary_share)
         check_arm("stable", stable)
         check_arm("canary", canary)
+        good_s, bad_s = split_latencies(stable.latencies_ms)
+        good_c, bad_c = split_latencies(canary.latencies_ms)
         with self._lock:
-            results = [self._classify(slo, stable, canary) for slo in self.slos]
+            results = [self._classify(slo, stable, canary, good_s, good_c) for slo in self.slos]
         evidence = {
             "judge": self.kind,
             "alpha": self.alpha,
@@ -188,6 +207,7 @@ class MannWhitneyJudge:
             "min_requests": self.min_requests,
             "note": "fixed-horizon test re-run at every look (Kayenta semantics): no false-rollback guarantee under repeated looks",
             "counts": {"stable": stable.summary(), "canary": canary.summary()},
+            "bad_samples": {"stable": bad_s, "canary": bad_c},
             "slos": results,
         }
         high = [r for r in results if r["classification"] == "High"]
@@ -214,6 +234,9 @@ class MannWhitneyJudge:
                 evidence,
                 short,
             )
+        if bad_s or bad_c:
+            return Verdict("inconclusive", f"{bad_s + bad_c} bad latency samples (NaN, inf or negative) from the source: "
+                           "left out, and nothing promotes on bad data", evidence, None)
         return Verdict(
             "pass",
             f"no SLO metric is significantly higher on the canary (Mann-Whitney at {self.confidence * 100:g}% with a "
@@ -222,7 +245,7 @@ class MannWhitneyJudge:
             None,
         )
 
-    def _classify(self, slo: SLO, stable: ArmSamples, canary: ArmSamples) -> dict:
+    def _classify(self, slo: SLO, stable: ArmSamples, canary: ArmSamples, s_lat: np.ndarray, c_lat: np.ndarray) -> dict:
         base = {
             "slo": slo.key,
             "definition": slo.to_json(),
@@ -260,7 +283,7 @@ class MannWhitneyJudge:
                 "counts": {"stable": {"requests": n_s, "errors": stable.errors}, "canary": {"requests": n_c, "errors": canary.errors}},
                 "estimate": {"canary_error_rate": rate_c, "stable_error_rate": rate_s},
             }
-        c, s = canary.latencies_ms, stable.latencies_ms
+        c, s = c_lat, s_lat
         if c.size < self.min_samples or s.size < self.min_samples:
             return {**base, "classification": "Nodata", "effect": None, "p_value": None, "interval": None,
                     "counts": {"stable": {"latency_samples": int(s.size)}, "canary": {"latency_samples": int(c.size)}}}

@@ -27,7 +27,7 @@ import threading
 
 import numpy as np
 
-from ..samples import SLO, ArmSamples
+from ..samples import SLO, ArmSamples, split_latencies
 from ..verdict import Verdict
 from ._common import check_arm, check_share, fnum, margin_words, subject
 
@@ -50,7 +50,9 @@ class ThresholdJudge:
         iterations: int = 10,
         thresholds: dict[str, float] | None = None,
         no_data_fails: bool = True,
+        carry: dict | None = None,
     ):
+        # ``carry`` is accepted for the common interface and ignored (per-interval checks carry nothing).
         if not slos:
             raise ValueError("a judge needs at least one SLO")
         if int(failed_check_limit) < 1:
@@ -77,11 +79,36 @@ class ThresholdJudge:
         self.successful_checks = 0
         self.intervals = 0
         self._failed = False
+        self._bad_total = {"stable": 0, "canary": 0}
         self.history: list[dict] = []
 
     @property
     def lock(self) -> threading.Lock:
         return self._lock
+
+    # The common judge interface: the check counts survive a restart; a new segment's arrays start from zero.
+    def state(self) -> dict:
+        return {"judge": self.kind, "version": 1, "failed_checks": self.failed_checks,
+                "successful_checks": self.successful_checks, "intervals": self.intervals, "failed": self._failed,
+                "bad_samples": dict(self._bad_total)}
+
+    def load_state(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("judge") != self.kind:
+            raise ValueError("not a threshold judge state")
+        with self._lock:
+            self.reset()
+            self.failed_checks = int(state["failed_checks"])
+            self.successful_checks = int(state["successful_checks"])
+            self.intervals = int(state["intervals"])
+            self._failed = bool(state["failed"])
+            self._bad_total = dict(state.get("bad_samples", self._bad_total))
+
+    def new_segment(self) -> None:
+        with self._lock:
+            self._prev = {"stable": (0, 0, 0), "canary": (0, 0, 0)}
+
+    def carry(self) -> None:
+        return None
 
     def work_estimate(self, stable: ArmSamples, canary: ArmSamples) -> int:
         return int(stable.latencies_ms.size - self._prev["stable"][2] + canary.latencies_ms.size - self._prev["canary"][2])
@@ -117,9 +144,14 @@ class ThresholdJudge:
         prev = self._prev
         if stable.requests < prev["stable"][0] or canary.requests < prev["canary"][0] or \
                 stable.latencies_ms.size < prev["stable"][2] or canary.latencies_ms.size < prev["canary"][2]:
-            self.reset()  # a new step
+            # the source dropped data: a new segment (its content so far cannot be told apart, so this interval is empty)
+            self._prev = {"stable": (stable.requests, stable.errors, stable.latencies_ms.size),
+                          "canary": (canary.requests, canary.errors, canary.latencies_ms.size)}
         s_req, s_err, s_lat = self._interval("stable", stable)
         c_req, c_err, c_lat = self._interval("canary", canary)
+        s_lat, s_bad = split_latencies(s_lat)
+        c_lat, c_bad = split_latencies(c_lat)
+        self._bad_total = {"stable": self._bad_total["stable"] + s_bad, "canary": self._bad_total["canary"] + c_bad}
         self._prev = {
             "stable": (stable.requests, stable.errors, stable.latencies_ms.size),
             "canary": (canary.requests, canary.errors, canary.latencies_ms.size),
@@ -130,7 +162,10 @@ class ThresholdJudge:
             cv = self._value(slo, c_req, c_err, c_lat)
             sv = self._value(slo, s_req, s_err, s_lat)
             thr = self._threshold(slo, sv)
-            if cv is None or thr is None:
+            if slo.metric == "latency" and (s_bad or c_bad):
+                ok = False
+                status = "bad data"
+            elif cv is None or thr is None:
                 ok = not self.no_data_fails
                 status = "no data"
             else:
@@ -161,6 +196,7 @@ class ThresholdJudge:
             "min_requests": self.min_requests,
             "counts": {"stable": stable.summary(), "canary": canary.summary()},
             "interval": record,
+            "bad_samples": dict(self._bad_total),
             "note": "absolute per-interval checks (Flagger semantics): no statistical guarantee",
         }
         if self._failed:
@@ -169,6 +205,8 @@ class ThresholdJudge:
             slo = next(s for s in self.slos if s.key == c["slo"])
             if c["status"] == "no data":
                 what = "had no data in the interval"
+            elif c["status"] == "bad data":
+                what = "had bad latency samples (NaN, inf or negative) in the interval"
             else:
                 what = f"was {c['canary_value']:.4g}, over the threshold {c['threshold']:.4g}"
                 if c["threshold_source"] != "absolute":
