@@ -40,9 +40,16 @@ class ArmSamples:
     requests: int = 0
     errors: int = 0
     latencies_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    #: time to the first byte of the response body, per successful request (streaming: the first token);
+    #: only sources that see it fill it (the access log, through its timing records)
+    ttfb_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    #: time per output token, per successful request that named its token count
+    tpot_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
 
     def __post_init__(self) -> None:
         self.latencies_ms = _as_latency_array(self.latencies_ms)
+        self.ttfb_ms = _as_latency_array(self.ttfb_ms)
+        self.tpot_ms = _as_latency_array(self.tpot_ms)
         self.requests = int(self.requests)
         self.errors = int(self.errors)
         if self.requests < 0 or self.errors < 0:
@@ -61,7 +68,13 @@ class ArmSamples:
             "errors": int(self.errors),
             "latency_samples": int(self.latencies_ms.size),
             "bad_latency_samples": int(self.latencies_ms.size - np.count_nonzero(_good_mask(self.latencies_ms))),
+            **({"ttfb_samples": int(self.ttfb_ms.size)} if self.ttfb_ms.size else {}),
+            **({"tpot_samples": int(self.tpot_ms.size)} if self.tpot_ms.size else {}),
         }
+
+    def with_latencies(self, latencies_ms: np.ndarray) -> "ArmSamples":
+        """The same requests and errors judged on another per-request time (e.g. ``ttfb_ms``)."""
+        return ArmSamples(self.requests, self.errors, latencies_ms)
 
 
 def _good_mask(lat: np.ndarray) -> np.ndarray:
@@ -100,6 +113,9 @@ class SLO:
     max_increase: float
     quantile: float | None = None
     relative: bool | None = None  # None: the metric's default (see above)
+    #: what the latency samples measure, for names and words: "latency" (total time, the default),
+    #: "ttfb" (time to first body byte) or "tpot" (time per output token); the judge is the same
+    label: str = "latency"
 
     def __post_init__(self) -> None:
         if self.metric not in ("error-rate", "latency"):
@@ -128,8 +144,8 @@ class SLO:
         if self.metric == "error-rate":
             return "error-rate"
         if self.quantile is None:
-            return "latency-mean"
-        return f"latency-p{_quantile_label(self.quantile)}"
+            return f"{self.label}-mean"
+        return f"{self.label}-p{_quantile_label(self.quantile)}"
 
     def describe(self) -> str:
         """Human words: ``p99 latency at most +10% over stable``."""
@@ -137,13 +153,17 @@ class SLO:
             if self.relative:
                 return f"error rate at most {1 + self.max_increase:g} x stable's"
             return f"error rate at most {self.max_increase * 100:g} percentage points above stable's"
-        what = "typical (geometric-mean) latency" if self.quantile is None else f"p{_quantile_label(self.quantile)} latency"
+        noun = LABEL_WORDS.get(self.label, self.label)
+        what = f"typical (geometric-mean) {noun}" if self.quantile is None else f"p{_quantile_label(self.quantile)} {noun}"
         if self.relative:
             return f"{what} at most +{self.max_increase * 100:g}% over stable's"
         return f"{what} at most {self.max_increase:g} ms above stable's"
 
     def to_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "max_increase": self.max_increase, "quantile": self.quantile, "relative": self.relative}
+        out = {"metric": self.metric, "max_increase": self.max_increase, "quantile": self.quantile, "relative": self.relative}
+        if self.label != "latency":
+            out["label"] = self.label
+        return out
 
     @classmethod
     def from_dict(cls, spec: Any) -> "SLO":
@@ -161,6 +181,10 @@ class SLO:
         if mi is None:
             raise ValueError(f"SLO {metric!r} needs max_increase")
         return cls(metric=metric, max_increase=_parse_fraction(mi), quantile=get("quantile", None), relative=get("relative", None))
+
+
+#: Words for what a latency SLO's samples measure.
+LABEL_WORDS = {"latency": "latency", "ttfb": "time to first byte", "tpot": "time per output token"}
 
 
 def slos_from_policy(slos: Any) -> list[SLO]:

@@ -11,12 +11,11 @@ returns nothing is inconclusive too.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any, Callable
 
-from analysis import Verdict, evaluate_async, make_judge
-from analysis.samples import slos_from_policy
+from analysis import Verdict, evaluate_async
+from analysis.composite import make_policy_judge, plan_slos
 from analysis.sources import Coverage, MetricSource, SourceError
 from analysis.sources.prometheus import PrometheusSource
 
@@ -73,16 +72,13 @@ class SourceAnalyzer:
 
     def _new_judge(self, request: AnalysisRequest, carry: dict | None):
         analysis = request.policy.spec.analysis
-        options: dict[str, Any] = {}
-        if carry is not None and "carry" in inspect.signature(make_judge).parameters:
-            options["carry"] = carry
-        return make_judge(
+        return make_policy_judge(
             analysis.judge,
-            slos_from_policy(analysis.slos),
+            analysis.slos,
             alpha=analysis.alpha,
             n_steps=analysed_steps(request.policy),
             min_requests=request.min_requests,
-            **options,
+            carry=carry,
         )
 
     def _carry(self, request: AnalysisRequest) -> dict | None:
@@ -149,7 +145,7 @@ class SourceAnalyzer:
             coverage: Coverage = await source.coverage(request.service, request.since)
         except SourceError as err:
             return Verdict("inconclusive", f"no evidence: {err}", {"source_error": str(err)})
-        has_judged_slos = bool(slos_from_policy(request.policy.spec.analysis.slos))
+        has_judged_slos = plan_slos(request.policy.spec.analysis.slos).n_slos > 0
         if has_judged_slos:
             verdict = await evaluate_async(self._judge(request), stable, canary, canary_share=canary_share(request))
         else:

@@ -89,7 +89,7 @@ async def start_control_plane(
     cache = SnapshotCache()
     # Envoy reaches both ADS and the access-log service through the
     # bootstrap's weir_control_plane cluster.
-    xds = XdsServer(cache, registry, extra_handlers=[access_log.handler()])
+    xds = XdsServer(cache, registry, extra_handlers=access_log.handlers())
     bound = await xds.start(xds_host, xds_port)
     store = SQLiteStore(db)
     try:

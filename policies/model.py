@@ -384,21 +384,54 @@ ErrorRateIncrease = Annotated[
 """An error-rate margin in percentage points: ``0.5%`` or ``0.005``; bare numbers only up to 0.1, below 100% in all."""
 
 
+def _exactly_one_bound(slo: Any, what: str) -> None:
+    if (slo.max_increase is None) == (slo.max is None):
+        found = "both" if slo.max is not None else "neither"
+        raise ValueError(
+            f"a {slo.metric} SLO needs exactly one of `maxIncrease` (relative to stable: the canary may be at most "
+            f"this much worse) or `max` (an absolute bound the canary must keep: {what}); found {found}"
+        )
+
+
 class ErrorRateSLO(_Model):
-    """5xx responses and resets / requests. `maxIncrease` is absolute: 0.005 (= 0.5%) allows 0.5 percentage points more than stable."""
+    """5xx responses and resets / requests. `maxIncrease` is absolute: 0.005 (= 0.5%) allows 0.5 percentage points more than stable;
+    `max` bounds the canary's own error rate (5% = at most one request in twenty fails), so a version that is
+    broken on both arms still fails."""
 
     metric: Literal["error-rate"]
-    max_increase: ErrorRateIncrease = Field(
-        description="absolute increase over stable in percentage points: 0.5% or 0.005 = half a point; a bare number at most 0.1"
+    max_increase: ErrorRateIncrease | None = Field(
+        None,
+        description="absolute increase over stable in percentage points: 0.5% or 0.005 = half a point; a bare number at most 0.1",
     )
+    max: Annotated[Fraction, AfterValidator(_below_hundred_points)] | None = Field(
+        None, description="absolute: the canary's error rate must stay at or below this, e.g. 5%"
+    )
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "ErrorRateSLO":
+        _exactly_one_bound(self, "e.g. max: 5%")
+        return self
+
+
+LATENCY_METRICS = ("latency", "ttfb", "tpot")
+"""latency: total request time; ttfb: time to the first byte of the response body (a streamed completion's
+first token); tpot: time per output token (responses that name their tokens in an x-output-tokens header)."""
 
 
 class LatencySLO(_Model):
-    """Latency at a quantile. `maxIncrease` is relative to stable: 10% (= 0.1) allows canary up to 1.1 x stable."""
+    """A per-request time at a quantile: `latency` (total), `ttfb` (to the first body byte: for a streamed
+    completion, its first token) or `tpot` (per output token). `maxIncrease` is relative to stable: 10% (= 0.1)
+    allows canary up to 1.1 x stable; `max` is an absolute bound (e.g. 800ms) the canary's quantile must keep."""
 
-    metric: Literal["latency"]
+    metric: Literal["latency", "ttfb", "tpot"]
     quantile: Quantile = Field(description="e.g. 0.99; between 0 and 1")
-    max_increase: Fraction = Field(description="relative to stable: 10% or 0.1 = at most 1.1 x stable")
+    max_increase: Fraction | None = Field(None, description="relative to stable: 10% or 0.1 = at most 1.1 x stable")
+    max: PositiveDuration | None = Field(None, description="absolute: the canary's quantile must stay at or below this, e.g. 800ms")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "LatencySLO":
+        _exactly_one_bound(self, "e.g. max: 800ms")
+        return self
 
 
 class CustomSLO(_Model):
@@ -412,7 +445,7 @@ class CustomSLO(_Model):
 
 
 SLO = Annotated[Union[ErrorRateSLO, LatencySLO, CustomSLO], Field(discriminator="metric")]
-SLO_METRICS = ("error-rate", "latency", "custom")
+SLO_METRICS = ("error-rate", "latency", "ttfb", "tpot", "custom")
 
 
 GRPC_CODES = {

@@ -132,16 +132,23 @@ def _slo_rules(doc: Any) -> Iterator[Problem]:
                 f"custom metrics need the prometheus source (spec.analysis.source.type is {source_type}); "
                 "set source.type: prometheus or use error-rate / latency",
             )
+        if metric in ("ttfb", "tpot") and isinstance(source_type, str) and source_type != "access-log":
+            yield (
+                loc + ("metric",),
+                f"{metric} is measured only by the access-log source (spec.analysis.source.type is {source_type}): "
+                "only Envoy's per-request log sees when the first body byte arrived",
+            )
+        bound = "max" if _get(slo, "max") is not None else "maxIncrease"
         if metric == "error-rate":
-            key: tuple[Any, ...] = (metric,)
-        elif metric == "latency" and isinstance(_get(slo, "quantile"), (int, float)):
-            key = (metric, float(_get(slo, "quantile")))
+            key: tuple[Any, ...] = (metric, bound)
+        elif metric in ("latency", "ttfb", "tpot") and isinstance(_get(slo, "quantile"), (int, float)):
+            key = (metric, float(_get(slo, "quantile")), bound)
         elif metric == "custom" and isinstance(_get(slo, "query"), str):
             key = (metric, _get(slo, "query").strip())
         else:
             continue
         if key in seen:
-            yield loc, f"duplicates slos[{seen[key]}] (same metric{' and quantile' if metric == 'latency' else ''}); keep one"
+            yield loc, f"duplicates slos[{seen[key]}] (same metric{' and quantile' if metric != 'error-rate' else ''}); keep one"
         seen.setdefault(key, i)
 
 

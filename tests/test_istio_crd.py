@@ -114,7 +114,7 @@ def test_the_schema_rejects_what_weir_rejects():
     bad["spec"]["stable"]["endpoints"] = []
     errors = _errors(bad)
     assert errors == [
-        "spec.analysis.slos.0.metric: 'throughput' is not one of ['error-rate', 'latency', 'custom']",
+        "spec.analysis.slos.0.metric: 'throughput' is not one of ['error-rate', 'latency', 'ttfb', 'tpot', 'custom']",
         "spec.analysis.slos.0: {'metric': 'throughput', 'maxIncrease': 0.005} is not valid under any of the given schemas",
         "spec.stable: {'version': 'v1', 'endpoints': []} is not valid under any of the given schemas",  # or null
         "spec.strategy.canary.steps.0.weight: 120 is not valid under any of the given schemas",  # 0-100 or null

@@ -693,12 +693,13 @@ async def test_readiness_knobs(serve):
 async def test_admin_knobs_stats_and_queue_gauges(serve):
     server = await serve()
     async with httpx.AsyncClient(base_url=server.rest_url) as c:
-        resp = await c.post("/admin/knobs", json={"latency_ms": 300, "max_concurrency": 1, "model_version": "v5"})
+        # Long enough that "1 running, 2 waiting" lasts well past a busy machine's scheduling hiccups.
+        resp = await c.post("/admin/knobs", json={"latency_ms": 1500, "max_concurrency": 1, "model_version": "v5"})
         assert resp.status_code == 200 and resp.json()["knobs"]["model_version"] == "v5"
         for bad in ({"latency_msec": 1}, {"error_rate": 1.5}, {"latency_ms": "slow"}, [1]):
             resp = await c.post("/admin/knobs", json=bad)
             assert resp.status_code == 400 and "error" in resp.json()
-        assert (await c.get("/admin/knobs")).json()["knobs"]["latency_ms"] == 300  # nothing half-applied
+        assert (await c.get("/admin/knobs")).json()["knobs"]["latency_ms"] == 1500  # nothing half-applied
 
         calls = [asyncio.create_task(c.post("/v2/models/demo/infer", json=infer_body([[1, 2, 3, 4]])))
                  for _ in range(3)]

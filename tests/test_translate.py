@@ -94,7 +94,7 @@ def test_fixture_becomes_one_listener_fetching_its_routes_over_ads() -> None:
 
 def test_access_log_streams_to_the_named_cluster() -> None:
     out = translate(routing(svc()), access_log_cluster=CONTROL_PLANE_CLUSTER)
-    (log,) = manager(out).access_log
+    log, timing = manager(out).access_log
     assert log.name == "envoy.access_loggers.http_grpc"
     config = log.typed_config.unpack()
     assert isinstance(config, grpc_log_v3.HttpGrpcAccessLogConfig)
@@ -103,6 +103,16 @@ def test_access_log_streams_to_the_named_cluster() -> None:
     assert common.grpc_service.envoy_grpc.cluster_name == CONTROL_PLANE_CLUSTER
     assert common.transport_api_version == core_v3.ApiVersion.V3
     assert common.buffer_flush_interval == timedelta(milliseconds=100)
+    assert config.additional_response_trailers_to_log == ["grpc-status"]  # gRPC's verdict on each call
+    # The timing records (first body byte, tokens) go to the same cluster as OTLP logs.
+    from envoy_data_plane.envoy.extensions.access_loggers.open_telemetry import v3 as otel_log_v3
+    from xds.log_formats import TIMING_ATTRIBUTES
+
+    assert timing.name == "envoy.access_loggers.open_telemetry"
+    otel = timing.typed_config.unpack()
+    assert isinstance(otel, otel_log_v3.OpenTelemetryAccessLogConfig)
+    assert otel.grpc_service.envoy_grpc.cluster_name == CONTROL_PLANE_CLUSTER
+    assert {kv.key: kv.value.string_value for kv in otel.attributes.values} == TIMING_ATTRIBUTES
 
 
 def test_listen_address_is_used() -> None:

@@ -38,6 +38,8 @@ from envoy_data_plane.envoy.config.endpoint import v3 as endpoint_v3
 from envoy_data_plane.envoy.config.listener import v3 as listener_v3
 from envoy_data_plane.envoy.config.route import v3 as route_v3
 from envoy_data_plane.envoy.extensions.access_loggers.grpc import v3 as grpc_log_v3
+from envoy_data_plane.envoy.extensions.access_loggers.open_telemetry import v3 as otel_log_v3
+from envoy_data_plane.opentelemetry.proto.common import v1 as otel_common_v1
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router_v3
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm_v3
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http_v3
@@ -45,6 +47,7 @@ from envoy_data_plane.envoy.type.matcher import v3 as matcher_v3
 from envoy_data_plane.envoy.type import v3 as type_v3
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
+from .log_formats import TIMING_ATTRIBUTES, TIMING_LOG_NAME
 from .routing import Backend, DesiredRouting, Endpoint, ServiceRouting
 
 __all__ = [
@@ -127,7 +130,7 @@ def _socket_address(host: str, port: int) -> core_v3.Address:
 
 
 def _listener(address: str, port: int, access_log_cluster: str | None) -> listener_v3.Listener:
-    access_log = [_access_log(access_log_cluster)] if access_log_cluster else []
+    access_log = [_access_log(access_log_cluster), _timing_log(access_log_cluster)] if access_log_cluster else []
     # Envoy logs mirrored (shadow) requests only through the router's
     # upstream_log (as UpstreamEnd entries with a "-shadow" Host), never in the
     # listener's access log: shadow analysis needs both.
@@ -166,6 +169,22 @@ def _access_log(cluster: str) -> accesslog_v3.AccessLog:
         additional_response_trailers_to_log=[GRPC_STATUS],
     )
     return accesslog_v3.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=AnyMessage.pack(config))
+
+
+def _timing_log(cluster: str) -> accesslog_v3.AccessLog:
+    """Per-request timings the gRPC access log cannot carry (first body byte, tokens), as OTLP log records."""
+    attributes = otel_common_v1.KeyValueList(values=[
+        otel_common_v1.KeyValue(key=key, value=otel_common_v1.AnyValue(string_value=fmt))
+        for key, fmt in TIMING_ATTRIBUTES.items()
+    ])
+    config = otel_log_v3.OpenTelemetryAccessLogConfig(
+        log_name=TIMING_LOG_NAME,
+        grpc_service=core_v3.GrpcService(envoy_grpc=core_v3.GrpcServiceEnvoyGrpc(cluster_name=cluster)),
+        buffer_flush_interval=_ACCESS_LOG_FLUSH,
+        attributes=attributes,
+        disable_builtin_labels=True,
+    )
+    return accesslog_v3.AccessLog(name="envoy.access_loggers.open_telemetry", typed_config=AnyMessage.pack(config))
 
 
 # --------------------------------------------------------------------------- routes

@@ -42,11 +42,14 @@ def margin_words(slo: SLO) -> str:
 
 def subject(slo: SLO) -> str:
     """'error rate' / 'p99 latency' / 'typical latency'."""
+    from ..samples import LABEL_WORDS
+
     if slo.metric == "error-rate":
         return "error rate"
+    noun = LABEL_WORDS.get(getattr(slo, "label", "latency"), "latency")
     if slo.quantile is None:
-        return "typical (geometric-mean) latency"
-    return f"{slo.key.split('-', 1)[1]} latency"
+        return f"typical (geometric-mean) {noun}"
+    return f"{slo.key.rsplit('-', 1)[1]} {noun}"
 
 
 def fmt_e(x: float) -> str:

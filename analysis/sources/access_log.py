@@ -102,6 +102,7 @@ from analysis.samples import ArmSamples
 from xds.wire import accesslog_pb2 as wire
 
 from . import Coverage, cluster_of
+from .timing_log import TimingLog
 
 log = logging.getLogger("weir.analysis.access_log")
 
@@ -484,6 +485,7 @@ class AccessLogSource:
         log_names: Iterable[str] | None = None,
         proxies_alive: Callable[[], Iterable[str]] | None = None,
         clock: Callable[[], float] = time.time,
+        timing: "TimingLog | None" = None,
     ):
         if retention_s <= 0 or exact_window_s < 0 or max_samples_per_s <= 0:
             raise ValueError("retention_s and max_samples_per_s must be > 0 and exact_window_s >= 0")
@@ -493,6 +495,10 @@ class AccessLogSource:
         self.log_names = frozenset(log_names) if log_names is not None else None
         self.proxies_alive = proxies_alive
         self.clock = clock
+        #: time to first body byte and per output token (Envoy's OpenTelemetry access logger; see timing_log)
+        self.timing = timing if timing is not None else TimingLog(
+            retention_s=retention_s, max_samples_per_s=max_samples_per_s, clock=clock,
+            service_of=lambda cluster: self._service_of.get(cluster) or cluster.rsplit("-", 1)[0])
         self.started_at = clock()
         self._arms: dict[tuple[str, str], _Arm] = {}
         self._thins: dict[str, _Thin] = {}
@@ -508,6 +514,10 @@ class AccessLogSource:
         )
 
     # ----------------------------------------------------------------- gRPC
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """The gRPC services Envoy sends to: the access log, and the OTLP logs of the timing records."""
+        return [self.handler(), self.timing.handler()]
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to pass to ``XdsServer(extra_handlers=[...])``."""
@@ -777,7 +787,10 @@ class AccessLogSource:
         if hi <= lo:
             return ArmSamples()
         n, err = arm.counts(lo, hi, epi)
-        return ArmSamples(requests=n, errors=err, latencies_ms=arm.latencies(lo, hi, epi))
+        samples = ArmSamples(requests=n, errors=err, latencies_ms=arm.latencies(lo, hi, epi))
+        if self.timing is not None and endpoint is None:
+            samples.ttfb_ms, samples.tpot_ms = self.timing.samples(cluster, traffic, lo, hi if not math.isinf(hi) else None)
+        return samples
 
     def samples_by_endpoint(
         self, service: str, version: str, since: float, until: float | None = None, *, traffic: str = LIVE

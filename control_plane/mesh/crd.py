@@ -102,7 +102,15 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         return node
     node = _resolve(node, defs)
     for key in ("anyOf", "oneOf"):
-        if key in node and all("type" in _resolve(b, defs) or "$ref" in b for b in node[key]):
+        if key not in node:
+            continue
+        branches = [_resolve(b, defs) for b in node[key]]
+        non_null = [b for b in branches if b.get("type") != "null"]
+        if len(non_null) == 1 and len(branches) == 2 and "type" not in non_null[0]:
+            # an optional untyped value (X | None where X is itself a union, e.g. number-or-percent)
+            inner = {**non_null[0], **{k: v for k, v in node.items() if k not in (key, "default")}}
+            return {**_convert(inner, defs), "nullable": True}
+        if all("type" in b for b in branches):
             return _union(node, key, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():

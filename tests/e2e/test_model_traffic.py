@@ -147,6 +147,18 @@ async def test_streaming_passes_through_unbuffered(tmp_path):
         assert arrivals[0] >= 0.35
         assert arrivals[-1] - arrivals[0] >= 0.3
         assert arrivals[0] < arrivals[-1] - 0.25
+        # What the analysis sees for that request: total time and, from the timing records, the time to
+        # the first body byte (the first token) - not the headers, which this server sends at once.
+        samples = None
+        for _ in range(50):
+            rollout = await stack.cp.engine.get("chat")
+            samples = [stack.cp.access_log.samples("chat", v, rollout.created_at - 1) for v in ("v1", "v2")]
+            if sum(s.ttfb_ms.size for s in samples) >= 1:
+                break
+            await asyncio.sleep(0.1)
+        (arm,) = [s for s in samples if s.requests]
+        assert arm.ttfb_ms.size == 1 and 380 <= arm.ttfb_ms[0] <= 700, arm.ttfb_ms
+        assert arm.latencies_ms[0] >= arm.ttfb_ms[0] + 300  # the last byte came ~8 tokens later
 
 
 async def test_an_unready_model_gets_no_traffic_and_dns_names_are_resolved(tmp_path):
@@ -176,3 +188,32 @@ async def test_an_unready_model_gets_no_traffic_and_dns_names_are_resolved(tmp_p
         routing = stack.cp.engine._routing["sentiment"].routing
         assert sorted(str(e) for e in routing.backend("v2").endpoints) == sorted(
             f"127.0.0.1:{s.ports.rest}" for s in (ready, unready))
+
+
+async def test_a_canary_slow_to_its_first_token_is_rolled_back_with_that_evidence(tmp_path):
+    """Defect: a streaming canary with 3.9x the time to first chunk and equal total time was promoted
+    on total time alone. The listeners now log the time to the first body byte (the first token)."""
+    async with Stack(tmp_path) as stack:
+        v1 = await stack.server(model_version="v1", ttfc_ms=100, token_ms=60, tokens=10)  # 100 + 600 ms
+        v2 = await stack.server(model_version="v2", ttfc_ms=400, token_ms=30, tokens=10)  # 400 + 300 ms
+        port = free_port()
+        rest_of = lambda s: f"127.0.0.1:{s.ports.rest}"  # noqa: E731
+        slos = [{"metric": "error-rate", "maxIncrease": "5%"},
+                {"metric": "latency", "quantile": 0.5, "maxIncrease": "20%"},
+                {"metric": "ttfb", "quantile": 0.5, "maxIncrease": "20%"}]
+        await stack.cp.engine.submit(policy("chat", port, [rest_of(v1)], "v2", [rest_of(v2)], slos=slos,
+                                            steps=[{"weight": 30, "minRequests": 60, "maxDuration": "60s"}, {"weight": 100}]))
+        await stack.start_envoy(port)
+        stop = asyncio.Event()
+        load = asyncio.create_task(loadgen.run(protocol="chat", target=f"http://127.0.0.1:{port}", rate=40,
+                                               duration_s=90, stop=stop))
+        try:
+            done = await stack.wait("chat", lambda r: r.phase.terminal)
+        finally:
+            stop.set()
+            await load
+        assert done.phase is Phase.ROLLED_BACK, done.message
+        (failed,) = [e for e in await stack.cp.engine.events("chat") if e.verdict and e.verdict["outcome"] == "fail"]
+        assert "time to first byte" in failed.reason, failed.reason
+        ttfb = [s for s in failed.verdict["evidence"]["slos"] if s["slo"] == "ttfb-p50"]
+        assert ttfb and ttfb[0]["outcome"] == "fail"
