@@ -180,12 +180,14 @@ class XdsServer:
         cache: SnapshotCache | None = None,
         registry: StatusRegistry | None = None,
         extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ):
         # `is None`, not `or`: an empty StatusRegistry is falsy (it has __len__).
         self.cache = cache if cache is not None else SnapshotCache()
         self.registry = registry if registry is not None else StatusRegistry()
         self.ads = AggregatedDiscoveryService(self.cache, self.registry)
         self._extra = list(extra_handlers)
+        self._credentials = credentials  # TLS (mTLS with a client CA: xds/tls.py); None: plaintext
         self._server: grpc.aio.Server | None = None
         self._gc_task: asyncio.Task | None = None
         self.gc = GcGovernor()
@@ -198,7 +200,10 @@ class XdsServer:
         server.add_generic_rpc_handlers([self.ads.handler(), *self._extra])
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_insecure_port(address)
+            if self._credentials is not None:
+                bound = server.add_secure_port(address, self._credentials)
+            else:
+                bound = server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if bound == 0:
@@ -209,7 +214,7 @@ class XdsServer:
         await server.start()
         self._server, self.port = server, bound
         self._gc_task = asyncio.create_task(self.gc.run(), name="weir-xds-gc")
-        log.info("xDS server listening on %s:%d", host, bound)
+        log.info("xDS server listening on %s:%d%s", host, bound, " (TLS)" if self._credentials is not None else "")
         return bound
 
     async def stop(self, grace: float | None = 0.5) -> None:
