@@ -367,9 +367,11 @@ def create_app(
         if not engine.running:
             raise ApiProblem(503, "not-ready", "the rollout engine is not running")
         try:
-            await asyncio.wait_for(engine.store.list(), timeout=2.0)
-        except Exception as exc:  # any failure to read the store means not ready
+            problem = await asyncio.wait_for(engine.store.health(), timeout=2.0)
+        except Exception as exc:  # any failure to check the store means not ready
             raise ApiProblem(503, "not-ready", f"the store does not answer: {exc or type(exc).__name__}")
+        if problem is not None:
+            raise ApiProblem(503, "not-ready", f"the store cannot serve: {problem}")
         return {"status": "ready"}
 
     @app.get("/metrics", summary="Prometheus metrics (viewer token)", tags=["probes"],

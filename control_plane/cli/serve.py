@@ -15,6 +15,7 @@ import socket
 import sys
 
 from ..assembly import start_control_plane
+from ..errors import WeirError
 from ..gitops import PolicyDirectory
 
 log = logging.getLogger("weir.serve")
@@ -97,6 +98,6 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
         return 0
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, WeirError) as err:  # a bad flag, a taken port, a corrupt store: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -33,8 +33,10 @@ from typing import Any, Callable, Protocol
 from analysis.analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
 from policies import RolloutPolicy, parse_policy, policy_hash
 from policies.errors import PolicyError
+from xds.ratelog import RateLimitedLog
 from xds.routing import RoutingError, ServiceRouting, cross_service_problems
 
+from ..errors import Unavailable
 from ..routing.protocol import CONVERGED, FAILED, RouteStatus, ServiceState, TrafficRouter
 from ..store import StaleRollout, Store
 from .apply import ApplyPlan, plan_apply
@@ -44,6 +46,7 @@ from .model import Event, Phase, Release, Rollout, RolloutConflict, RolloutNotFo
 from .webhooks import WebhookClient
 
 log = logging.getLogger("weir.engine")
+_UNAVAILABLE_LOG = RateLimitedLog(log, "store-unavailable warnings", max_lines=5)
 
 __all__ = ["Applied", "Engine", "EngineObserver", "RolloutWorker"]
 
@@ -109,6 +112,9 @@ class RolloutWorker:
                 raise
             except (StaleRollout, RolloutNotFound):
                 active = True  # changed under us; the next pass sees the new state
+            except Unavailable as err:  # the store cannot serve (full, gone): one line, rate-limited, no traceback
+                _UNAVAILABLE_LOG.log(logging.WARNING, "rollout %s: waiting for the store: %s", self.name, err)
+                active = True
             except Exception:  # keep driving; the error is logged once per pass
                 log.exception("rollout %s: a drive pass failed", self.name)
                 active = True
