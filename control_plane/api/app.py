@@ -40,6 +40,7 @@ from xds.status import StatusRegistry
 from ..errors import WeirError
 from ..rollouts.engine import Applied, Engine
 from ..rollouts.model import Rollout
+from ..rollouts.webhooks import redact_policy
 from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
 from .guard import OPEN_PATHS, ApiGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -350,6 +351,7 @@ def create_app(
 
     def summary_json(rollout: Rollout) -> dict[str, Any]:
         data = rollout.to_json()
+        data["policy"] = redact_policy(data["policy"])  # hook URLs may carry credentials
         try:
             data["n_steps"] = len(engine.machine(rollout).steps)
         except Exception:  # a stored policy the current model rejects: still list the rollout

@@ -43,7 +43,7 @@ from .apply import ApplyPlan, plan_apply
 from .desired import ReleaseSettings, group_of, release_settings, routing_of_release, routing_of_rollout
 from .machine import GATE_PROMOTION, Decision, RolloutMachine
 from .model import Event, Phase, Release, Rollout, RolloutConflict, RolloutNotFound
-from .webhooks import WebhookClient
+from .webhooks import WebhookClient, redact_url
 
 log = logging.getLogger("weir.engine")
 _UNAVAILABLE_LOG = RateLimitedLog(log, "store-unavailable warnings", max_lines=5)
@@ -630,8 +630,8 @@ class Engine:
         for hook in hooks:
             result = await self.webhooks.call(hook.url, self._hook_payload(rollout, on), hook.timeout.total_seconds())
             if not result.ok:
-                return False, f"{hook.url}: {result.detail}"
-        return True, "; ".join(h.url for h in hooks)
+                return False, f"{redact_url(hook.url)}: {result.detail}"
+        return True, "; ".join(redact_url(h.url) for h in hooks)
 
     async def _fire_hook(self, rollout: Rollout, on: str) -> None:
         for hook in self._hooks(rollout, on):
