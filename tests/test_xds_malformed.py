@@ -125,3 +125,25 @@ async def test_garbage_on_the_access_log_service_is_rate_limited_too(caplog):
              or "malformed access-log" in r.getMessage()]
     assert len(lines) == source.malformed_log.max_lines + 1, lines
     assert lines[-1].startswith(f"{30 - source.malformed_log.max_lines} more malformed access-log streams")
+
+
+def test_grpc_core_handshake_lines_become_rate_limited_weir_lines(caplog):
+    """With mTLS, gRPC's C core writes one line per refused handshake to fd 2; the bridge rate-limits them."""
+    from xds.corelog import CoreLogBridge
+
+    core = (b"I1201 09:45:20.030346   30810 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "
+            b"error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local issuer "
+            b"certificate\n")
+    bridge = CoreLogBridge(logging.getLogger("weir.xds"), max_lines=3)
+    caplog.set_level(logging.WARNING, logger="weir.xds")
+    stream = b"a normal line\n" + core * 25 + b"E1201 09:45:21.000000 1 other.cc:1] unrelated core error\nhalf"
+    passed, reasons = bridge.feed(stream[:100])
+    more, reasons2 = bridge.feed(stream[100:] + b" a line\n")
+    assert passed + more == b"a normal line\nE1201 09:45:21.000000 1 other.cc:1] unrelated core error\nhalf a line\n"
+    assert reasons + reasons2 == ["CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate"] * 25
+    for reason in reasons + reasons2:
+        bridge.report(reason)
+    bridge.log.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and lines[-1].startswith("22 more refused TLS connections")
+    assert lines[0].startswith("xDS: refused a TLS connection: CERTIFICATE_VERIFY_FAILED")

@@ -14,6 +14,8 @@ import logging
 import socket
 import sys
 
+from xds.corelog import CoreLogBridge
+
 from ..assembly import start_control_plane
 from ..errors import WeirError
 from .security import serve_security
@@ -45,6 +47,20 @@ async def serve(args: argparse.Namespace) -> int:
         print("error: an API reachable from other hosts needs --tokens FILE", file=sys.stderr)
         return 2
     security = serve_security(args)  # TLS files and webhook secret, checked before anything starts
+    # With mTLS, gRPC's core reports each refused handshake on stderr: rate-limited Weir lines instead.
+    bridge = CoreLogBridge().install(asyncio.get_running_loop()) if security.xds_credentials is not None else None
+    try:
+        return await _serve(args, auth, security)
+    finally:
+        if bridge is not None:
+            bridge.uninstall()
+
+
+async def _serve(args: argparse.Namespace, auth, security) -> int:
+    from ..api.app import create_app
+
+    import uvicorn
+
     # Bind the API before anything starts: a taken port is an error now, not after a success line.
     api_socket = bind_api(args.api_host, args.api_port)
     try:
