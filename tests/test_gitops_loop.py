@@ -17,10 +17,11 @@ import yaml
 
 from control_plane import gitops
 from control_plane.api.app import create_app
-from control_plane.gitops import MAX_POLICY_BYTES, PolicyDirectory
+from control_plane.gitops import PolicyDirectory
 from tests.test_api import make_api  # noqa: F401 (fixture)
 
 MINIMAL = open("policies/examples/minimal.yaml").read()
+MAX_POLICY_BYTES = 1_048_576  # control_plane.gitops.MAX_POLICY_BYTES
 
 
 def policy(name: str, padding: int = 0) -> str:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from policies import PolicyValidationError, RolloutPolicy, cmd_validate, parse_policy, validate_policy_data
-from policies.document import MAX_NUMBER_DIGITS
 
+MAX_NUMBER_DIGITS = 32  # policies.document.MAX_NUMBER_DIGITS (checked below)
 MINIMAL = open("policies/examples/minimal.yaml").read()
 SENTIMENT = open("policies/examples/sentiment.yaml").read()
 MINIMAL_JSON = open("policies/examples/minimal.json").read()
@@ -131,6 +131,12 @@ def test_numbers_too_long_are_refused_in_json():
     errors = errors_of(text, source="policy.json")
     assert errors == [f"this number is too long (more than {MAX_NUMBER_DIGITS} digits); no field takes a number "
                       f"that large, line {line}"]
+
+
+def test_the_digit_limit_is_the_readers():
+    from policies import document
+
+    assert document.MAX_NUMBER_DIGITS == MAX_NUMBER_DIGITS
 
 
 def test_a_number_just_inside_the_limit_is_judged_by_its_field():

@@ -48,8 +48,8 @@ async def test_garbage_streams_log_one_line_each_up_to_a_limit_and_no_traceback(
     for i in range(streams):
         method = "StreamAggregatedResources" if i % 2 else "DeltaAggregatedResources"
         await send_raw(port, method, [GARBAGE[i % len(GARBAGE)]])
-    srv.malformed_log.flush()
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    srv.malformed_log.flush()
     lines = [r for r in caplog.records if "malformed" in r.getMessage()]
     limit = srv.malformed_log.max_lines
     assert len(lines) == limit + 1, [r.getMessage() for r in lines]  # the limit, then one summary
@@ -119,8 +119,8 @@ async def test_garbage_on_the_access_log_service_is_rate_limited_too(caplog):
                     pass
     finally:
         await srv.stop()
-    source.malformed_log.flush()
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    source.malformed_log.flush()
     lines = [r.getMessage() for r in caplog.records if "access-log stream" in r.getMessage()
              or "malformed access-log" in r.getMessage()]
     assert len(lines) == source.malformed_log.max_lines + 1, lines
