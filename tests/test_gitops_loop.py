@@ -12,11 +12,9 @@ import asyncio
 import logging
 import time
 
-import httpx
 import yaml
 
 from control_plane import gitops
-from control_plane.api.app import create_app
 from control_plane.gitops import PolicyDirectory
 from tests.test_api import make_api  # noqa: F401 (fixture)
 
@@ -33,9 +31,7 @@ def policy(name: str, padding: int = 0) -> str:
 
 async def test_a_large_policy_is_parsed_off_the_loop_and_a_10mb_one_is_refused_unread(make_api, tmp_path,
                                                                                       monkeypatch, caplog):
-    _, engine, registry, _ = await make_api()
-    app = create_app(engine, registry, None, allowed_hosts=["weir.test"])
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://weir.test")
+    client, engine, _, _ = await make_api()  # /healthz is open with tokens too
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "a-large.yaml").write_text(policy("large", padding=200_000))  # under the limit: parsed
@@ -74,7 +70,6 @@ async def test_a_large_policy_is_parsed_off_the_loop_and_a_10mb_one_is_refused_u
     await PolicyDirectory(engine, folder).scan()
     done.set()
     await asyncio.gather(*background)
-    await client.aclose()
 
     assert [r.name for r in await engine.list()] == ["large"]
     assert [source.rsplit("/", 1)[-1] for source, _, _ in parses] == ["a-large.yaml"]  # the huge one never parsed
