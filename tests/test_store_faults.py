@@ -142,9 +142,9 @@ def test_starting_on_a_corrupt_file_is_a_pointed_error(tmp_path, damage):
         path.write_bytes(b"\x00garbage" * 4096)
     else:
         async def fill():
-            store = SQLiteStore(path)
-            from tests.test_api import policy_yaml as _  # noqa: F401
             from control_plane.rollouts.model import Rollout
+
+            store = SQLiteStore(path)
 
             for i in range(40):
                 await store.create(Rollout(name=f"r{i}", service=f"s{i}", group="*", policy={"pad": "x" * 3000},

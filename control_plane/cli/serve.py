@@ -34,10 +34,7 @@ def is_loopback(host: str) -> bool:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from ..api.app import create_app
     from ..api.auth import TokenAuth
-
-    import uvicorn
 
     if not is_loopback(args.api_host) and not args.allow_remote:
         print(f"error: --api-host {args.api_host} is not a loopback address; add --allow-remote to expose the API", file=sys.stderr)
