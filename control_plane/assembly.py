@@ -7,9 +7,12 @@ run the same assembly.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+import grpc
 
 from analysis.analyzer import Analyzer, NoEvidenceAnalyzer, ScriptedAnalyzer
 from analysis.sources.access_log import AccessLogSource
@@ -21,6 +24,7 @@ from xds.status import StatusRegistry
 
 from .api.metrics import Metrics
 from .rollouts.engine import Engine
+from .rollouts.webhooks import WebhookClient
 from .routing.xds_router import XdsRouter
 from .store import SQLiteStore
 
@@ -77,6 +81,8 @@ async def start_control_plane(
     listen_address: str = "0.0.0.0",
     tick_s: float = 1.0,
     envoy_admins: Iterable[str] = (),
+    xds_credentials: grpc.ServerCredentials | None = None,
+    webhooks: WebhookClient | None = None,
 ) -> ControlPlane:
     """Start xDS (with the access-log service on the same port), the store, the router and the engine."""
     registry = StatusRegistry()
@@ -89,15 +95,20 @@ async def start_control_plane(
     cache = SnapshotCache()
     # Envoy reaches both ADS and the access-log service through the
     # bootstrap's weir_control_plane cluster.
-    xds = XdsServer(cache, registry, extra_handlers=access_log.handlers())
-    bound = await xds.start(xds_host, xds_port)
-    store = SQLiteStore(db)
+    # The store first: a corrupt or unusable file stops the start before any port is taken.
+    store = await asyncio.to_thread(SQLiteStore, db)  # opening runs quick_check: disk work, off the loop
+    xds = XdsServer(cache, registry, extra_handlers=access_log.handlers(), credentials=xds_credentials)
+    try:
+        bound = await xds.start(xds_host, xds_port)
+    except BaseException:
+        await store.close()
+        raise
     try:
         if envoy_stats is not None:
             await envoy_stats.start()
         metrics = Metrics()
         router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
-        engine = Engine(store, router, chosen, tick_s=tick_s, observer=metrics)
+        engine = Engine(store, router, chosen, tick_s=tick_s, observer=metrics, webhooks=webhooks)
         await engine.start()
     except BaseException:
         await xds.stop()

@@ -5,7 +5,8 @@ the same file applied twice changes nothing, a changed file updates its active
 rollout in place or restarts its canary, a file whose canary is live is a
 no-op, one whose ``stable`` is not live is refused with the live version
 named. A bad file is reported and changes nothing; the last good state stays.
-Reading and parsing happen off the event loop (a large file must not stall xDS).
+Reading, hashing and parsing happen off the event loop (a large file must not stall xDS),
+and a file over :data:`MAX_POLICY_BYTES` (the API's body limit) is refused unread.
 """
 
 from __future__ import annotations
@@ -23,12 +24,23 @@ from .rollouts.engine import Engine
 log = logging.getLogger("weir.gitops")
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_POLICY_BYTES = 1_048_576
+"""A policy is a few kilobytes; a file larger than the API accepts is a mistake, not a policy."""
 
-__all__ = ["PolicyDirectory", "POLICY_SUFFIXES"]
+__all__ = ["MAX_POLICY_BYTES", "PolicyDirectory", "POLICY_SUFFIXES"]
 
 
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8-sig")
+class _TooLarge(Exception):
+    pass
+
+
+def _read(path: Path) -> tuple[str, str]:
+    """The file's text and its SHA-256 (both CPU and disk work: called in a thread)."""
+    size = path.stat().st_size
+    if size > MAX_POLICY_BYTES:
+        raise _TooLarge(f"{size / 1_048_576:.1f} MiB")
+    text = path.read_text(encoding="utf-8-sig")
+    return text, hashlib.sha256(text.encode()).hexdigest()
 
 
 class PolicyDirectory:
@@ -46,11 +58,16 @@ class PolicyDirectory:
         )
         for path in files:
             try:
-                text = await asyncio.to_thread(_read, path)
+                text, digest = await asyncio.to_thread(_read, path)
+            except _TooLarge as err:
+                if self._seen.get(path) != f"too large {err}":
+                    self._seen[path] = f"too large {err}"
+                    log.error("%s: not applied: the file is %s; a policy file is at most %d bytes",
+                              path, err, MAX_POLICY_BYTES)
+                continue
             except (OSError, UnicodeDecodeError) as err:
                 log.error("%s: cannot read: %s", path, err)
                 continue
-            digest = hashlib.sha256(text.encode()).hexdigest()
             if self._seen.get(path) == digest:
                 continue
             self._seen[path] = digest

@@ -25,7 +25,7 @@ from yaml.constructor import SafeConstructor
 
 from .errors import Loc, PolicyError, PolicyValidationError, describe, format_path
 
-__all__ = ["Document", "read_document"]
+__all__ = ["Document", "MAX_NUMBER_DIGITS", "NumberTooLong", "load_json", "read_document"]
 
 MAX_NODES = 100_000
 """Upper bound on values visited; stops alias 'billion laughs' documents."""
@@ -34,9 +34,37 @@ MAX_DEPTH = 64
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
+MAX_NUMBER_DIGITS = 32
+"""Longest number accepted (digits, any base). No policy field takes more; Python refuses
+to convert integers above 4,300 digits with a bare ValueError, so the reader says it first."""
+
+_NUMBER_TOO_LONG = (f"this number is too long (more than {MAX_NUMBER_DIGITS} digits); "
+                    "no field takes a number that large")
+
+
+class NumberTooLong(ValueError):
+    """A number literal longer than :data:`MAX_NUMBER_DIGITS` (JSON or YAML)."""
+
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema implicit types (no yes/no/on/off booleans, no octal 010, no dates)."""
+    """SafeLoader with YAML 1.2 core-schema implicit types (no yes/no/on/off booleans, no octal 010, no dates).
+
+    It also remembers which nodes carried an explicit tag (``!!float``, ``!foo``):
+    policies are plain data, and a tag either repeats what the value already says
+    or forces a conversion that fails (``!!int ten``), so the walker refuses them.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.explicit_tags: dict[int, str] = {}
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        tag = getattr(event, "tag", None)
+        node = super().compose_node(parent, index)
+        if tag is not None and tag != "!" and not isinstance(event, yaml.AliasEvent):
+            self.explicit_tags[id(node)] = tag
+        return node
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {}
@@ -58,6 +86,8 @@ def _construct_int(loader: SafeConstructor, node: yaml.ScalarNode) -> int:
     text = str(loader.construct_scalar(node)).replace("_", "")
     sign = -1 if text.startswith("-") else 1
     digits = text.lstrip("+-")
+    if len(digits.removeprefix("0x").removeprefix("0o")) > MAX_NUMBER_DIGITS:
+        raise NumberTooLong(_NUMBER_TOO_LONG)
     if digits.startswith("0x"):
         return sign * int(digits[2:], 16)
     if digits.startswith("0o"):
@@ -65,7 +95,39 @@ def _construct_int(loader: SafeConstructor, node: yaml.ScalarNode) -> int:
     return sign * int(digits, 10)
 
 
+def _construct_float(loader: SafeConstructor, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node))
+    if sum(c.isdigit() for c in text) > MAX_NUMBER_DIGITS:
+        raise NumberTooLong(_NUMBER_TOO_LONG)
+    return SafeConstructor.construct_yaml_float(loader, node)  # type: ignore[arg-type]
+
+
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+# What a scalar value cannot be read as, besides a YAMLError: a conversion the
+# constructor could not make. Always reported with the path and line, never raised.
+_CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, TypeError, KeyError, OverflowError, RecursionError)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise NumberTooLong(_NUMBER_TOO_LONG)
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if sum(c.isdigit() for c in text) > MAX_NUMBER_DIGITS:
+        raise NumberTooLong(_NUMBER_TOO_LONG)
+    return float(text)
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` that refuses over-long numbers with :class:`NumberTooLong` instead of a bare ValueError.
+
+    Raises json.JSONDecodeError for syntax, NumberTooLong for numbers, RecursionError for nesting.
+    """
+    return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
 
 
 @dataclass
@@ -77,6 +139,8 @@ class Document:
     """(line, column), both 1-based, of every mapping key and sequence item."""
     errors: list[PolicyError] = field(default_factory=list)
     format: Literal["yaml", "json", "data"] = "yaml"
+    unreadable: set[Loc] = field(default_factory=set)
+    """Values that could not be read (a tag, a number too long): null in ``data``, already reported."""
 
     def position_for(self, loc: Loc) -> tuple[int, int] | None:
         """Where ``loc`` is, or its nearest ancestor that exists in the file (for missing fields)."""
@@ -105,6 +169,11 @@ class _Walker:
         self.errors: list[PolicyError] = []
         self.visited = 0
         self.flattened: set[int] = set()
+        self.unreadable: set[Loc] = set()
+
+    def _refuse(self, loc: Loc, message: str, node: yaml.Node) -> None:
+        self.errors.append(PolicyError(format_path(loc), message, node.start_mark.line + 1))
+        self.unreadable.add(loc)
 
     def walk(self, node: yaml.Node, loc: Loc) -> Any:
         self.visited += 1
@@ -113,25 +182,36 @@ class _Walker:
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc)
         if isinstance(node, yaml.SequenceNode):
+            tag = self.loader.explicit_tags.get(id(node))
+            if tag is not None:
+                self._refuse(loc, _tag_message(tag, node), node)
+                return []
             out = []
             for i, item in enumerate(node.value):
                 self.positions[loc + (i,)] = _where(item)
                 out.append(self.walk(item, loc + (i,)))
             return out
+        tag = self.loader.explicit_tags.get(id(node))
+        if tag is not None:
+            self._refuse(loc, _tag_message(tag, node), node)
+            return None
         try:
             return self.loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.errors.append(
-                PolicyError(format_path(loc), f"cannot read this value: {_problem(exc)}", node.start_mark.line + 1)
-            )
+        except _CONSTRUCT_ERRORS as exc:
+            self._refuse(loc, f"cannot read this value: {_problem(exc)}", node)
             return None
 
     def _key(self, key_node: yaml.Node, loc: Loc) -> str | None:
         key = None
+        tag = self.loader.explicit_tags.get(id(key_node))
+        if tag is not None:
+            self.errors.append(PolicyError(format_path(loc), _tag_message(tag, key_node, key=True),
+                                           key_node.start_mark.line + 1))
+            return None
         if isinstance(key_node, yaml.ScalarNode):
             try:
                 key = self.loader.construct_object(key_node)
-            except yaml.YAMLError:
+            except _CONSTRUCT_ERRORS:
                 key = None
         if isinstance(key, str):
             return key
@@ -142,6 +222,10 @@ class _Walker:
         return None
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
+        tag = self.loader.explicit_tags.get(id(node))
+        if tag is not None:
+            self._refuse(loc, _tag_message(tag, node), node)
+            return {}
         if id(node) not in self.flattened:  # an alias revisits the same node; check it once
             first_line: dict[Any, int] = {}
             for key_node, _ in node.value:
@@ -169,6 +253,14 @@ class _Walker:
         return out
 
 
+def _tag_message(tag: str, node: yaml.Node, *, key: bool = False) -> str:
+    shown = "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+    what = "a plain value" if isinstance(node, yaml.ScalarNode) else "a plain mapping or list"
+    where = " on a key" if key else ""
+    return (f"YAML tag {shown}{where}: tags are not accepted in a policy; remove the tag and write {what} "
+            f"(quote it to make it text)")
+
+
 def _where(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -184,16 +276,16 @@ def _mark_line(exc: yaml.YAMLError) -> int | None:
     return mark.line + 1 if mark is not None else None
 
 
-def _compose(text: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[PolicyError]]:
-    """YAML text -> (data, positions, reading errors). Raises yaml.YAMLError / _TooComplex."""
+def _compose(text: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[PolicyError], set[Loc]]:
+    """YAML text -> (data, positions, reading errors, unreadable locations). Raises yaml.YAMLError / _TooComplex."""
     loader = _Yaml12Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, {}, []
+            return None, {}, [], set()
         walker = _Walker(loader)
         data = walker.walk(node, ())
-        return data, walker.positions, walker.errors
+        return data, walker.positions, walker.errors, walker.unreadable
     finally:
         loader.dispose()
 
@@ -219,20 +311,24 @@ def read_document(
         raise _fail(f"the file is empty; expected {what}", None, source)
     if _is_json(text, source):
         try:
-            data = json.loads(text)
+            data = load_json(text)
         except json.JSONDecodeError as exc:
             if source and source.lower().endswith(".json"):
                 raise _fail(f"not valid JSON: {exc.msg} (column {exc.colno})", exc.lineno, source) from None
+        except NumberTooLong as exc:
+            long_number = re.search(r"[0-9]{%d,}" % (MAX_NUMBER_DIGITS + 1), text)
+            line = text.count("\n", 0, long_number.start()) + 1 if long_number else None
+            raise _fail(str(exc), line, source) from None
         except RecursionError:
             raise _fail("the document is nested too deeply", None, source) from None
         else:
             try:
-                _, positions, errors = _compose(text.replace("\t", " "))
+                _, positions, errors, _ = _compose(text.replace("\t", " "))
             except (yaml.YAMLError, _TooComplex, RecursionError):
                 positions, errors = {}, []
             return Document(data, positions, errors, "json")
     try:
-        data, positions, errors = _compose(text)
+        data, positions, errors, unreadable = _compose(text)
     except yaml.YAMLError as exc:
         if "expected a single document" in str(getattr(exc, "context", "")):
             raise _fail(f"found a second YAML document (---); put {what_plural}", _mark_line(exc), source) from None
@@ -244,4 +340,4 @@ def read_document(
             None,
             source,
         ) from None
-    return Document(data, positions, errors, "yaml")
+    return Document(data, positions, errors, "yaml", unreadable)

@@ -77,6 +77,8 @@ def parse_endpoint(text: object, *, allow_names: bool = True) -> Endpoint:
     if at:
         if not re.fullmatch(r"[0-9]{1,9}", weight_text):
             raise ValueError(f"weight after @ must be a whole number from 1 to {MAX_ENDPOINT_WEIGHT} (got {describe(text)})")
+        if len(weight_text) > 1 and weight_text.startswith("0"):
+            raise ValueError(f"weight after @ has a leading zero; write it as {int(weight_text)} (in {describe(text)})")
         weight = int(weight_text)
         if not 1 <= weight <= MAX_ENDPOINT_WEIGHT:
             raise ValueError(f"weight after @ must be between 1 and {MAX_ENDPOINT_WEIGHT} (got {weight})")
@@ -85,10 +87,14 @@ def parse_endpoint(text: object, *, allow_names: bool = True) -> Endpoint:
         if not close or not rest.startswith(":"):
             raise ValueError(f"{_EXPECTED}; IPv6 hosts go in brackets like [::1]:8081 (got {describe(text)})")
         port_text = rest[1:]
+        if "%" in host:
+            raise ValueError(f"{describe(host)} has a zone (%...): a zone names an interface of one machine, "
+                             f"which Envoy cannot use for an endpoint; give a global address (in {describe(text)})")
         try:
-            ipaddress.IPv6Address(host)
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"{describe(host)} is not an IPv6 address (in {describe(text)})") from None
+        _check_unicast(ip, text)
     else:
         host, colon, port_text = address.rpartition(":")
         if not colon or not host:
@@ -97,10 +103,11 @@ def parse_endpoint(text: object, *, allow_names: bool = True) -> Endpoint:
             raise ValueError(f"{_EXPECTED}; put IPv6 hosts in brackets like [::1]:8081 (got {describe(text)})")
         if re.fullmatch(r"[0-9.]+", host):
             try:
-                ipaddress.IPv4Address(host)
+                ip = ipaddress.IPv4Address(host)
             except ValueError:
                 raise ValueError(f"{describe(host)} is not an IPv4 address (in {describe(text)})") from None
-        elif not _HOSTNAME.match(host):
+            _check_unicast(ip, text)
+        elif not _HOSTNAME.fullmatch(host):
             raise ValueError(f"{describe(host)} is not a valid host name (in {describe(text)})")
         elif not allow_names:
             # Envoy EDS endpoints are socket addresses: it NACKs names ("malformed IP address").
@@ -108,6 +115,25 @@ def parse_endpoint(text: object, *, allow_names: bool = True) -> Endpoint:
                 f"{describe(host)} is a host name; give the model server's IP address "
                 f"(EDS takes IP addresses only; in a policy Weir resolves names itself) (in {describe(text)})"
             )
+    if re.fullmatch(r"0[0-9]+", port_text):
+        raise ValueError(f"port {describe(port_text)} has a leading zero; write it as {int(port_text)} "
+                         f"(in {describe(text)})")
     if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"port must be between 1 and 65535 (got {describe(port_text)} in {describe(text)})")
     return Endpoint(host=host, port=int(port_text), weight=weight)
+
+
+def _check_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
+    """Refuse addresses that name no single model server (Envoy would connect nowhere, or everywhere)."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    if ip.is_unspecified:
+        problem = "is the unspecified address (it means \"any\" when binding, no server when connecting)"
+    elif isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
+        problem = "is the broadcast address"
+    elif ip.is_multicast:
+        problem = "is a multicast address"
+    else:
+        return
+    raise ValueError(f"{ip} {problem}; give the model server's own IP address (in {describe(text)})")

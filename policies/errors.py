@@ -7,6 +7,7 @@ all show these errors to the person who wrote the policy, so the wording rules
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def format_path(loc: Sequence[str | int]) -> str:
     for seg in loc:
         if isinstance(seg, int):
             out += f"[{seg}]"
-        elif _PLAIN_KEY.match(seg):
+        elif _PLAIN_KEY.fullmatch(seg):
             out += f".{seg}" if out else seg
         else:
             out += f'["{seg}"]'
@@ -77,6 +78,8 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if abs(value) >= 10**32:  # str() of an int past 4,300 digits raises; nobody reads 33 digits anyway
+            return f"a number of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
         return str(value)
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
@@ -84,6 +87,8 @@ def describe(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         shown = value if len(value) <= 60 else value[:57] + "..."
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in shown):  # a newline or tab shown as \n, \t
+            return json.dumps(shown, ensure_ascii=False)
         return f'"{shown}"' if value else 'an empty string ""'
     if isinstance(value, dict):
         return "a mapping" if value else "an empty mapping {}"

@@ -68,11 +68,16 @@ def _number(
 
 
 def _text(pattern: str, explain: str, *, max_length: int | None = None) -> Any:
-    """A string matching ``pattern``; ``explain`` tells the author what is allowed."""
+    """A string matching all of ``pattern``; ``explain`` tells the author what is allowed.
+
+    ``fullmatch``, not ``match``: in Python ``$`` also matches before a final
+    newline, so ``"echo\n"`` would pass ``^[a-z]+$`` with ``match`` and then
+    name an Envoy resource with a newline in it.
+    """
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value) or (max_length is not None and len(value) > max_length):
+        if not compiled.fullmatch(value) or (max_length is not None and len(value) > max_length):
             raise ValueError(f"must be {explain} (got {describe(value)})")
         return value
 
@@ -89,6 +94,9 @@ def _positive_duration(value: timedelta) -> timedelta:
 
 
 def _http_url(value: str) -> str:
+    # urlsplit silently drops tabs and newlines; the URL Weir would call must be the one written.
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"a URL must not contain spaces or control characters (got {describe(value)})")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL with a host (got {describe(value)})")
@@ -161,7 +169,7 @@ VersionName = _text(
 )
 HeaderName = _text(r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$", "an HTTP header name such as x-canary")
 PathPrefix = _text(r"^/[^\s?#]*$", "a path starting with / without spaces, ? or # (e.g. /v2/models/sentiment)")
-NonEmpty = _text(r"^\S", "a non-empty string")
+NonEmpty = _text(r"^\S(.*\S)?$", "a non-empty string on one line, without leading or trailing spaces")
 HttpUrlText = Annotated[str, AfterValidator(_http_url), WithJsonSchema({"type": "string", "pattern": "^https?://"})]
 Domain = Annotated[str, AfterValidator(_domain), WithJsonSchema({"type": "string", "minLength": 1})]
 Port = _number(int, 1, 65535)

@@ -10,6 +10,7 @@ every load so a file with three mistakes yields three errors.
 from __future__ import annotations
 
 import difflib
+import logging
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from .document import Document, read_document
 from .errors import Loc, PolicyError, PolicyValidationError, describe, format_path, sort_errors
 from .model import SKIP_CROSS_FIELD_RULES, RolloutPolicy
 from .rules import cross_field_errors
+
+_log = logging.getLogger("weir.policies")
 
 __all__ = [
     "PolicyError",
@@ -40,7 +43,30 @@ def parse_policy(text: str, *, source: str | None = None) -> RolloutPolicy:
     YAML when it ends in ``.json``; otherwise text starting with ``{`` is tried
     as JSON first. Raises :class:`PolicyValidationError` listing every problem.
     """
-    return _validate(read_document(text, source=source), source)
+    return _never_raw(lambda: _validate(read_document(text, source=source), source), source)
+
+
+# What a defect of ours, triggered by some input, can raise from deep inside parsing or
+# validation. The input is then what cannot be used: it is reported as invalid (422 in the
+# API, a pointed line in `weir validate`), never as a traceback or a 500.
+_UNEXPECTED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError,
+               UnicodeError, MemoryError)
+
+
+def _never_raw(run: Callable[[], RolloutPolicy], source: str | None) -> RolloutPolicy:
+    try:
+        return run()
+    except PolicyValidationError:
+        raise
+    except RecursionError:
+        raise PolicyValidationError([PolicyError("", "the document is nested too deeply")], source=source) from None
+    except _UNEXPECTED as exc:
+        _log.warning("a policy could not be read: %s: %s", type(exc).__name__, str(exc)[:200])
+        raise PolicyValidationError(
+            [PolicyError("", f"this policy cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "check the values near what it names")],
+            source=source,
+        ) from None
 
 
 def load_policy(path: str | Path) -> RolloutPolicy:
@@ -66,7 +92,7 @@ def validate_policy_data(data: Any, *, source: str | None = None) -> RolloutPoli
 
     Same rules and messages as :func:`parse_policy`, without line numbers.
     """
-    return _validate(Document(data, format="data"), source)
+    return _never_raw(lambda: _validate(Document(data, format="data"), source), source)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -110,7 +136,9 @@ def validate_document(
         return doc.position_for(problem[0]) or unknown, first_index
 
     problems.sort(key=order)
-    errors.extend(PolicyError(format_path(loc), message, doc.line_for(loc)) for loc, message in problems)
+    # A value that could not be read was replaced by null; "expected a number (got null)" there says nothing new.
+    errors.extend(PolicyError(format_path(loc), message, doc.line_for(loc)) for loc, message in problems
+                  if tuple(loc) not in doc.unreadable)
     if errors or result is None:
         raise error_type(sort_errors(errors), source=source)
     return result

@@ -54,6 +54,8 @@ async def make_api(tmp_path):
         if start:
             await engine.start(run=False)  # ticks are driven by hand
         sync_all(doubles)
+        if not auth:  # without tokens only loopback names and configured ones are served (api/guard.py)
+            kwargs.setdefault("allowed_hosts", ["weir.test"])
         app = create_app(engine, registry, TokenAuth.from_text(TOKENS_FILE) if auth else None, **kwargs)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://weir.test")
         made.append((client, engine))
@@ -447,7 +449,7 @@ def test_metrics_escape_label_values():
 
 async def test_openapi_routes_have_summaries(make_api):
     client, _, _, _ = await make_api()
-    spec = (await client.get("/openapi.json")).json()
+    spec = (await client.get("/openapi.json", headers=VIEW)).json()
     expected = {"/v1/rollouts", "/v1/rollouts/{name}", "/v1/rollouts/{name}/events", "/v1/rollouts/{name}/weight",
                 "/v1/proxies", "/healthz", "/readyz", "/metrics"}
     expected |= {f"/v1/rollouts/{{name}}/{a}" for a in ("pause", "resume", "promote", "abort", "retry")}
@@ -455,4 +457,4 @@ async def test_openapi_routes_have_summaries(make_api):
     for path, methods in spec["paths"].items():
         for method, op in methods.items():
             assert op.get("summary"), (method, path)
-    assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/docs", headers=VIEW)).status_code == 200

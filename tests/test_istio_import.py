@@ -52,7 +52,7 @@ def _errors(vs, dr, **options) -> list[str]:
 _names = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True)
 _hosts = st.from_regex(r"(\*\.)?[a-z][a-z0-9]{0,6}(\.[a-z][a-z0-9]{0,6}){0,2}", fullmatch=True)
 _headers = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,10}", fullmatch=True)
-_ipv4 = st.tuples(*[st.integers(1, 254)] * 4).map(lambda t: ".".join(map(str, t)))
+_ipv4 = st.tuples(st.integers(1, 223), *[st.integers(1, 254)] * 3).map(lambda t: ".".join(map(str, t)))  # unicast
 _endpoint = st.builds(
     lambda ip, port, weight: f"{ip}:{port}" + (f"@{weight}" if weight else ""),
     _ipv4, st.integers(1, 65535), st.one_of(st.none(), st.integers(1, 50)),

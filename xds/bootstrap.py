@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from .tls import ClientTls, upstream_tls_transport_socket
+
 __all__ = ["CONTROL_PLANE_CLUSTER", "render_bootstrap"]
 
 #: The bootstrap's only static cluster: the ADS stream goes there, and so do the
@@ -29,12 +31,14 @@ def render_bootstrap(
     delta: bool = False,
     admin_port: int = 9901,
     admin_address: str = "127.0.0.1",
+    tls: ClientTls | None = None,
 ) -> dict[str, Any]:
     """Bootstrap for one proxy ``node_id`` in node cluster ``cluster`` (Weir's proxy group).
 
     ``delta`` selects incremental xDS (DELTA_GRPC) instead of state-of-the-world.
     ``xds_host`` may be an IP literal (STATIC cluster) or a DNS name (STRICT_DNS,
-    re-resolved by Envoy, e.g. a Kubernetes Service name).
+    re-resolved by Envoy, e.g. a Kubernetes Service name). ``tls`` makes the
+    control-plane connection mutual TLS (:mod:`xds.tls`).
     """
     _require(bool(node_id), f"node_id must not be empty (got {node_id!r})")
     _require(bool(cluster), f"cluster must not be empty (got {cluster!r})")
@@ -42,10 +46,13 @@ def render_bootstrap(
     _require_port("xds_port", xds_port)
     _require_port("admin_port", admin_port, lowest=0)  # 0: Envoy picks (see --admin-address-path)
     _require(_is_ip(admin_address), f"admin_address must be an IP address (got {admin_address!r})")
+    control_plane = _control_plane_cluster(xds_host, xds_port)
+    if tls is not None:
+        control_plane["transport_socket"] = upstream_tls_transport_socket(tls, xds_host)
     return {
         "node": {"id": node_id, "cluster": cluster},
         "dynamic_resources": _dynamic_resources(delta),
-        "static_resources": {"clusters": [_control_plane_cluster(xds_host, xds_port)]},
+        "static_resources": {"clusters": [control_plane]},
         "admin": {"address": _socket_address(admin_address, admin_port)},
         # Histograms reach /stats (and Prometheus) only on a stats flush; the
         # default 5 s is too coarse for the envoy-stats analysis source.

@@ -24,6 +24,7 @@ from typing import Iterable
 import grpc
 
 from .cache import SnapshotCache
+from .ratelog import RateLimitedLog
 from .status import StatusRegistry
 from .streams import AdsStream, DeltaStream, SotwStream
 from .wire import discovery_pb2 as wire
@@ -76,8 +77,10 @@ class AggregatedDiscoveryService:
     def __init__(self, cache: SnapshotCache, registry: StatusRegistry):
         self.cache = cache
         self.registry = registry
+        # Anyone who can connect can send garbage: one line per stream, at most 10 a minute, then a count.
+        self.malformed_log = RateLimitedLog(log, "malformed xDS streams")
 
-    async def _serve(self, stream: AdsStream, request_iterator, context) -> None:
+    async def _serve(self, stream: AdsStream, request_iterator, context, parse) -> None:
         """Run one ADS stream.
 
         Requests are handled in the reader task as they arrive (the protocol
@@ -91,14 +94,15 @@ class AggregatedDiscoveryService:
 
         async def read() -> None:
             try:
-                async for req in request_iterator:
-                    stream.on_request(req)
+                async for raw in request_iterator:  # bytes: decoded here so a bad message is ours to report
+                    stream.on_request(parse(raw))
                     if stream.outbox:
                         queue.put_nowait(_FLUSH)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
-            except Exception:  # a malformed message ends this stream only
-                log.exception("xDS stream %s: bad request", stream.peer)
+            except Exception as err:  # a malformed message ends this stream only
+                self.malformed_log.log(logging.WARNING, "xDS stream from %s closed: malformed request (%s: %s)",
+                                       stream.peer, type(err).__name__, " ".join(str(err).split())[:200])
             finally:
                 queue.put_nowait(_CLOSED)
 
@@ -119,10 +123,12 @@ class AggregatedDiscoveryService:
             stream.close()
 
     async def stream_sotw(self, request_iterator, context) -> None:
-        await self._serve(SotwStream(self.cache, self.registry, context.peer()), request_iterator, context)
+        await self._serve(SotwStream(self.cache, self.registry, context.peer()), request_iterator, context,
+                          wire.DiscoveryRequest.FromString)
 
     async def stream_delta(self, request_iterator, context) -> None:
-        await self._serve(DeltaStream(self.cache, self.registry, context.peer()), request_iterator, context)
+        await self._serve(DeltaStream(self.cache, self.registry, context.peer()), request_iterator, context,
+                          wire.DeltaDiscoveryRequest.FromString)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -130,12 +136,12 @@ class AggregatedDiscoveryService:
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_sotw,
-                    request_deserializer=wire.DiscoveryRequest.FromString,
+                    request_deserializer=None,  # raw bytes: _serve decodes them
                     response_serializer=_identity,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_delta,
-                    request_deserializer=wire.DeltaDiscoveryRequest.FromString,
+                    request_deserializer=None,
                     response_serializer=_identity,
                 ),
             },
@@ -180,16 +186,19 @@ class XdsServer:
         cache: SnapshotCache | None = None,
         registry: StatusRegistry | None = None,
         extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ):
         # `is None`, not `or`: an empty StatusRegistry is falsy (it has __len__).
         self.cache = cache if cache is not None else SnapshotCache()
         self.registry = registry if registry is not None else StatusRegistry()
         self.ads = AggregatedDiscoveryService(self.cache, self.registry)
         self._extra = list(extra_handlers)
+        self._credentials = credentials  # TLS (mTLS with a client CA: xds/tls.py); None: plaintext
         self._server: grpc.aio.Server | None = None
         self._gc_task: asyncio.Task | None = None
         self.gc = GcGovernor()
         self.port: int | None = None
+        self.malformed_log = self.ads.malformed_log
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and start serving; returns the bound port (port=0 picks a free one)."""
@@ -198,7 +207,10 @@ class XdsServer:
         server.add_generic_rpc_handlers([self.ads.handler(), *self._extra])
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_insecure_port(address)
+            if self._credentials is not None:
+                bound = server.add_secure_port(address, self._credentials)
+            else:
+                bound = server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if bound == 0:
@@ -209,7 +221,7 @@ class XdsServer:
         await server.start()
         self._server, self.port = server, bound
         self._gc_task = asyncio.create_task(self.gc.run(), name="weir-xds-gc")
-        log.info("xDS server listening on %s:%d", host, bound)
+        log.info("xDS server listening on %s:%d%s", host, bound, " (TLS)" if self._credentials is not None else "")
         return bound
 
     async def stop(self, grace: float | None = 0.5) -> None:

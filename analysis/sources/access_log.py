@@ -99,6 +99,7 @@ import grpc
 import numpy as np
 
 from analysis.samples import ArmSamples
+from xds.ratelog import RateLimitedLog
 from xds.wire import accesslog_pb2 as wire
 
 from . import Coverage, cluster_of
@@ -507,6 +508,7 @@ class AccessLogSource:
         self._pinned: set[int] = set()
         self._streams: list[_Stream] = []
         self._next_stream = 0
+        self.malformed_log = RateLimitedLog(log, "malformed access-log streams")  # shares the xDS port
         self._newest_sec: int | None = None  # newest start second seen (proxy clock)
         self._maintained_sec: int | None = None
         self.counters: dict[str, int] = dict.fromkeys(
@@ -526,7 +528,7 @@ class AccessLogSource:
             {
                 ALS_METHOD: grpc.stream_unary_rpc_method_handler(
                     self._serve,
-                    request_deserializer=wire.StreamAccessLogsMessage.FromString,
+                    request_deserializer=None,  # raw bytes: a message that does not decode is ours to report
                     response_serializer=_identity,  # StreamAccessLogsResponse is empty
                 )
             },
@@ -535,11 +537,12 @@ class AccessLogSource:
     async def _serve(self, request_iterator, context) -> bytes:
         stream = self.open_stream(context.peer())
         try:
-            async for msg in request_iterator:
-                self.ingest_message(msg, stream)
+            async for raw in request_iterator:
+                self.ingest_message(wire.StreamAccessLogsMessage.FromString(raw), stream)
             stream.clean = True
-        except Exception:  # noqa: BLE001 - a broken stream ends this stream only
-            log.info("access-log stream from %s ended abnormally", stream.node or stream.peer, exc_info=True)
+        except Exception as err:  # noqa: BLE001 - a broken stream ends this stream only; one line, rate-limited
+            self.malformed_log.log(logging.INFO, "access-log stream from %s ended abnormally (%s: %s)",
+                                   stream.node or stream.peer, type(err).__name__, " ".join(str(err).split())[:200])
         finally:
             self.close_stream(stream)
         return b""

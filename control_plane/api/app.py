@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policies import PolicyValidationError, parse_policy
+from policies.document import NumberTooLong, load_json
 from policies.errors import describe, format_path
 from xds.routing import RoutingError
 from xds.status import StatusRegistry
@@ -39,7 +40,9 @@ from xds.status import StatusRegistry
 from ..errors import WeirError
 from ..rollouts.engine import Applied, Engine
 from ..rollouts.model import Rollout
+from ..rollouts.webhooks import redact_policy
 from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
+from .guard import OPEN_PATHS, ApiGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 
@@ -269,11 +272,16 @@ def create_app(
     *,
     max_body_bytes: int = 1_048_576,
     metrics: Metrics | None = None,
+    allowed_hosts: Iterable[str] = (),
+    public_metrics: bool = False,
 ) -> FastAPI:
     """The API around a (started or soon started) engine.
 
     ``metrics`` becomes the engine's observer unless it already has one;
     ``app.state.auth`` may be replaced at run time, e.g. to reload the tokens file.
+    ``allowed_hosts`` are Host names accepted besides the loopback ones when there
+    are no tokens; ``public_metrics`` serves ``/metrics`` without a token
+    (:mod:`control_plane.api.guard`).
     """
     metrics = metrics if metrics is not None else Metrics()
     if engine.observer is None:
@@ -294,6 +302,8 @@ def create_app(
     app.state.auth = auth
     app.state.metrics = metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(ApiGuard, auth=lambda: app.state.auth, allowed_hosts=allowed_hosts,
+                       open_paths=OPEN_PATHS | ({"/metrics"} if public_metrics else set()))
     _install_error_handlers(app)
 
     bearer = HTTPBearer(auto_error=False, description="A token listed (hashed) in the tokens file: weir tokens new")
@@ -323,6 +333,9 @@ def create_app(
 
     viewer = require(VIEWER)
     operator = require(OPERATOR)
+
+    async def anyone() -> Principal:
+        return ANONYMOUS_OPERATOR
     read_errors = _responses(401, 403, 404)
     write_errors = _responses(400, 401, 403, 404, 409, 413, 422)
 
@@ -349,6 +362,7 @@ def create_app(
 
     def summary_json(rollout: Rollout) -> dict[str, Any]:
         data = rollout.to_json()
+        data["policy"] = redact_policy(data["policy"])  # hook URLs may carry credentials
         try:
             data["n_steps"] = len(engine.machine(rollout).steps)
         except Exception:  # a stored policy the current model rejects: still list the rollout
@@ -366,14 +380,16 @@ def create_app(
         if not engine.running:
             raise ApiProblem(503, "not-ready", "the rollout engine is not running")
         try:
-            await asyncio.wait_for(engine.store.list(), timeout=2.0)
-        except Exception as exc:  # any failure to read the store means not ready
+            problem = await asyncio.wait_for(engine.store.health(), timeout=2.0)
+        except Exception as exc:  # any failure to check the store means not ready
             raise ApiProblem(503, "not-ready", f"the store does not answer: {exc or type(exc).__name__}")
+        if problem is not None:
+            raise ApiProblem(503, "not-ready", f"the store cannot serve: {problem}")
         return {"status": "ready"}
 
     @app.get("/metrics", summary="Prometheus metrics (viewer token)", tags=["probes"],
              response_class=PlainTextResponse, responses=_responses(401, 403))
-    async def get_metrics(_: Principal = Depends(viewer)):
+    async def get_metrics(_: Principal = Depends(anyone if public_metrics else viewer)):
         text = metrics.render(await engine.list(), registry)
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
@@ -433,7 +449,7 @@ def create_app(
              responses=_responses(401, 403, 404, 422))
     async def get_events(
         name: str,
-        after: int = Query(0, ge=0, description="only events with a sequence number above this"),
+        after: int = Query(0, ge=0, le=2**63 - 1, description="only events with a sequence number above this"),
         _: Principal = Depends(viewer),
     ):
         return {"items": [e.to_json() for e in await engine.events(name, after)]}
@@ -462,11 +478,15 @@ def create_app(
     async def set_weight(name: str, request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         try:
-            data = json.loads(text)
+            data = load_json(text)
         except json.JSONDecodeError as exc:
             raise ApiProblem(400, "malformed-body",
                              f'not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); '
                                                     'expected {"weight": 0-100}')
+        except (NumberTooLong, RecursionError) as exc:
+            message = str(exc) if isinstance(exc, NumberTooLong) else "the document is nested too deeply"
+            raise ApiProblem(422, "invalid-request", 'expected {"weight": 0-100}', title="Invalid request",
+                             errors=[{"path": "weight", "message": message, "line": None}])
         try:
             body = WeightRequest.model_validate(data)
         except ValidationError as exc:

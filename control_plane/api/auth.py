@@ -141,11 +141,11 @@ def _check(name: str, role: str, digest: str, where: str, errors: list[str]) -> 
     if role not in ROLES:
         errors.append(f"{where}: role must be viewer or operator (got {role!r})")
         ok = False
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         errors.append(f"{where}: name must be 1-64 letters, digits or . _ @ - (got {name!r})")
         ok = False
     digest = digest.strip().lower()
-    if not _HEX64.match(digest):
+    if not _HEX64.fullmatch(digest):
         hint = " - it looks like a token itself; store only its hash" if digest.startswith(TOKEN_PREFIX) else ""
         errors.append(
             f"{where}: expected the hex SHA-256 of the token (64 hex digits, from `weir tokens hash`){hint}"

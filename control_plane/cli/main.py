@@ -34,12 +34,19 @@ class _PlainDumper(yaml.SafeDumper):
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from xds.bootstrap import render_bootstrap
 
+    from .security import bootstrap_tls
+
     host, _, port = args.xds.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         print(f"error: --xds: expected HOST:PORT with a port 1-65535 (got {args.xds!r})", file=sys.stderr)
         return 2
+    try:
+        tls = bootstrap_tls(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     config = render_bootstrap(
-        args.node_id, args.cluster, host, int(port), delta=args.delta, admin_port=args.admin_port
+        args.node_id, args.cluster, host, int(port), delta=args.delta, admin_port=args.admin_port, tls=tls
     )
     if args.output == "json":
         json.dump(config, sys.stdout, indent=2)
@@ -470,6 +477,7 @@ def _connection_options(defaults: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import security  # weir certs; TLS and webhook options of bootstrap and serve
     parser = argparse.ArgumentParser(prog="weir", description="Progressive delivery for model serving on Envoy.",
                                      parents=[_connection_options(defaults=True)])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -486,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", action="store_true", help="use incremental (delta) ADS instead of state-of-the-world")
     p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, bound to 127.0.0.1 (default 9901)")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    security.add_bootstrap_tls_options(p)
     p.set_defaults(func=_cmd_bootstrap)
 
     p = sub.add_parser("xds", help="the xDS server alone")
@@ -523,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for demos and tests only, 'scripted:pass,inconclusive,...' (verdicts from the script, not traffic)")
     p.add_argument("--envoy-admin", metavar="URL", action="append", default=[],
                    help="an Envoy admin URL to poll for the envoy-stats source (repeatable)")
+    security.add_serve_security_options(p)
     p.set_defaults(func=_cmd_serve)
+    security.add_certs_command(sub)
 
     p = sub.add_parser("tokens", help="make API tokens and the tokens file")
     tsub = p.add_subparsers(dest="tokens_command", required=True, metavar="SUBCOMMAND")

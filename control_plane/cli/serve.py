@@ -14,7 +14,11 @@ import logging
 import socket
 import sys
 
+from xds.corelog import CoreLogBridge
+
 from ..assembly import start_control_plane
+from ..errors import WeirError
+from .security import serve_security
 from ..gitops import PolicyDirectory
 
 log = logging.getLogger("weir.serve")
@@ -30,10 +34,7 @@ def is_loopback(host: str) -> bool:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from ..api.app import create_app
     from ..api.auth import TokenAuth
-
-    import uvicorn
 
     if not is_loopback(args.api_host) and not args.allow_remote:
         print(f"error: --api-host {args.api_host} is not a loopback address; add --allow-remote to expose the API", file=sys.stderr)
@@ -42,26 +43,44 @@ async def serve(args: argparse.Namespace) -> int:
     if auth is None and not is_loopback(args.api_host):
         print("error: an API reachable from other hosts needs --tokens FILE", file=sys.stderr)
         return 2
+    security = serve_security(args)  # TLS files and webhook secret, checked before anything starts
+    # With mTLS, gRPC's core reports each refused handshake on stderr: rate-limited Weir lines instead.
+    bridge = CoreLogBridge().install(asyncio.get_running_loop()) if security.xds_credentials is not None else None
+    try:
+        return await _serve(args, auth, security)
+    finally:
+        if bridge is not None:
+            bridge.uninstall()
+
+
+async def _serve(args: argparse.Namespace, auth, security) -> int:
+    from ..api.app import create_app
+
+    import uvicorn
+
     # Bind the API before anything starts: a taken port is an error now, not after a success line.
     api_socket = bind_api(args.api_host, args.api_port)
     try:
         cp = await start_control_plane(
             db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
             listen_address=args.listen_address, tick_s=args.tick, envoy_admins=getattr(args, "envoy_admin", None) or (),
+            xds_credentials=security.xds_credentials, webhooks=security.webhooks,
         )
     except BaseException:
         api_socket.close()
         raise
     engine = cp.engine
-    app = create_app(engine, cp.registry, auth, metrics=cp.metrics)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    app = create_app(engine, cp.registry, auth, metrics=cp.metrics, allowed_hosts=security.allowed_hosts,
+                     public_metrics=security.public_metrics)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", **(security.api_ssl or {}))
     api = uvicorn.Server(config)
     tasks = []
     if args.policies:
         tasks.append(asyncio.create_task(PolicyDirectory(engine, args.policies).run(), name="weir-policies"))
     api_host, api_port = api_socket.getsockname()[:2]
     print(
-        f"weir: xDS on {args.xds_host}:{cp.xds_port}, API on http://{api_host}:{api_port}, store {args.db}"
+        f"weir: xDS on {args.xds_host}:{cp.xds_port}{' (mTLS)' if security.xds_credentials else ''}, "
+        f"API on {'https' if security.api_ssl else 'http'}://{api_host}:{api_port}, store {args.db}"
         + (f", policies from {args.policies}" if args.policies else ""),
         flush=True,
     )
@@ -97,6 +116,6 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
         return 0
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, WeirError) as err:  # a bad flag, a taken port, a corrupt store: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -33,9 +33,10 @@ from typing import Any, Callable, Protocol
 from analysis.analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
 from policies import PolicyValidationError, RolloutPolicy, parse_endpoint, parse_policy, policy_hash
 from policies.errors import PolicyError
+from xds.ratelog import RateLimitedLog
 from xds.routing import RoutingError, ServiceRouting, cross_service_problems
 
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..routing.protocol import CONVERGED, FAILED, WAITING, RouteStatus, ServiceState, TrafficRouter
 from ..routing.resolver import EndpointResolver
 from ..store import StaleRollout, Store
@@ -43,9 +44,10 @@ from .apply import ApplyPlan, plan_apply
 from .desired import ReleaseSettings, endpoints_of, group_of, release_settings, routing_of_release, routing_of_rollout
 from .machine import GATE_PROMOTION, Decision, RolloutMachine
 from .model import Event, Phase, Release, Rollout, RolloutConflict, RolloutNotFound
-from .webhooks import WebhookClient
+from .webhooks import WebhookClient, redact_url
 
 log = logging.getLogger("weir.engine")
+_UNAVAILABLE_LOG = RateLimitedLog(log, "store-unavailable warnings", max_lines=5)
 
 __all__ = ["Applied", "Engine", "EngineObserver", "RolloutWorker"]
 
@@ -111,6 +113,9 @@ class RolloutWorker:
                 raise
             except (StaleRollout, RolloutNotFound):
                 active = True  # changed under us; the next pass sees the new state
+            except Unavailable as err:  # the store cannot serve (full, gone): one line, rate-limited, no traceback
+                _UNAVAILABLE_LOG.log(logging.WARNING, "rollout %s: waiting for the store: %s", self.name, err)
+                active = True
             except Exception:  # keep driving; the error is logged once per pass
                 log.exception("rollout %s: a drive pass failed", self.name)
                 active = True
@@ -750,8 +755,8 @@ class Engine:
         for hook in hooks:
             result = await self.webhooks.call(hook.url, self._hook_payload(rollout, on), hook.timeout.total_seconds())
             if not result.ok:
-                return False, f"{hook.url}: {result.detail}"
-        return True, "; ".join(h.url for h in hooks)
+                return False, f"{redact_url(hook.url)}: {result.detail}"
+        return True, "; ".join(redact_url(h.url) for h in hooks)
 
     async def _fire_hook(self, rollout: Rollout, on: str) -> None:
         for hook in self._hooks(rollout, on):

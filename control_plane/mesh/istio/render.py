@@ -127,10 +127,10 @@ def _option_problems(options: IstioOptions) -> list[MeshProblem]:
     """Settings given on the command line (or to the router), reported by their flag names."""
     obj = "Istio options"
     problems = []
-    if not _DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
+    if not _DNS_LABEL.fullmatch(options.namespace) or len(options.namespace) > 63:
         problems.append(MeshProblem(obj, "--namespace", f"{options.namespace!r} is not a Kubernetes namespace name (a-z, 0-9, '-')"))
     prefix, _, name = options.version_label.rpartition("/")
-    if not _LABEL_NAME.match(name) or len(name) > 63 or (prefix and not _is_host(prefix)):
+    if not _LABEL_NAME.fullmatch(name) or len(name) > 63 or (prefix and not _is_host(prefix)):
         problems.append(MeshProblem(obj, "--version-label", f"{options.version_label!r} is not a Kubernetes label key"))
     if options.host is not None and not _is_host(options.host):
         problems.append(MeshProblem(obj, "--host", f"{options.host!r} is not a host name"))
@@ -146,7 +146,7 @@ def _is_host(text: str, *, wildcard: bool = False) -> bool:
     if wildcard and text.startswith("*."):
         text = text[2:]
     labels = text.split(".")
-    return 0 < len(text) <= 255 and all(len(p) <= 63 and _HOST_LABEL.match(p) for p in labels)
+    return 0 < len(text) <= 255 and all(len(p) <= 63 and _HOST_LABEL.fullmatch(p) for p in labels)
 
 
 def _name_problems(
@@ -159,7 +159,7 @@ def _name_problems(
     """Names Istio would reject, each reported at the field that holds it."""
     problems = []
     for path, version in versions:
-        if not _DNS_LABEL.match(version) or len(version) > 63:
+        if not _DNS_LABEL.fullmatch(version) or len(version) > 63:
             problems.append(MeshProblem(
                 obj, path,
                 f"version {version!r} cannot name an Istio subset (a DNS-1123 label: lowercase a-z, 0-9 and '-', "
