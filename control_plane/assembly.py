@@ -23,6 +23,7 @@ from xds.server import XdsServer
 from xds.status import StatusRegistry
 
 from .api.metrics import Metrics
+from .balancing.balancer import LatencyAwareBalancer
 from .rollouts.engine import Engine
 from .rollouts.webhooks import WebhookClient
 from .routing.xds_router import XdsRouter
@@ -63,8 +64,10 @@ class ControlPlane:
     router: XdsRouter
     engine: Engine
     metrics: Metrics
+    balancer: LatencyAwareBalancer
 
     async def stop(self) -> None:
+        await self.balancer.stop()
         await self.engine.stop()
         if self.envoy_stats is not None:
             await self.envoy_stats.stop()
@@ -83,6 +86,7 @@ async def start_control_plane(
     envoy_admins: Iterable[str] = (),
     xds_credentials: grpc.ServerCredentials | None = None,
     webhooks: WebhookClient | None = None,
+    balance_tick_s: float = 0.25,
 ) -> ControlPlane:
     """Start xDS (with the access-log service on the same port), the store, the router and the engine."""
     registry = StatusRegistry()
@@ -110,8 +114,12 @@ async def start_control_plane(
         router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
         engine = Engine(store, router, chosen, tick_s=tick_s, observer=metrics, webhooks=webhooks)
         await engine.start()
+        # Latency-aware services: per-replica estimates from the access log -> EDS endpoint weights.
+        balancer = LatencyAwareBalancer(router, engine.balanced_services, tick_s=balance_tick_s)
+        access_log.entry_listeners.append(balancer.on_entries)
+        balancer.start()
     except BaseException:
         await xds.stop()
         await store.close()
         raise
-    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, router, engine, metrics)
+    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, router, engine, metrics, balancer)

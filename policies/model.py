@@ -258,11 +258,46 @@ class OutlierDetection(_Model):
     max_ejection_percent: EjectionPercent = Field(description="most of a cluster that may be ejected, 0-100")
 
 
+def _positive_rate(value: float) -> float:
+    if not 0 < value <= 100:
+        raise ValueError(f"must be greater than 0 and at most 100 (got {value:g})")
+    return value
+
+
+class LatencyAware(_Model):
+    """Tuning of `policy: latency-aware`: Weir weighs each replica of a version by its measured load."""
+
+    signal: Literal["access-log", "queue-depth"] = Field(
+        "access-log",
+        description="access-log (default): each replica's latency from Envoy's access log (peak EWMA, errors "
+        "count as slow); queue-depth: also its own waiting-requests gauge, scraped from its Prometheus endpoint",
+    )
+    queue_metric: NonEmpty = Field(
+        "vllm:num_requests_waiting",
+        description="queue-depth: the gauge to read, e.g. vllm:num_requests_waiting or nv_inference_pending_request_count",
+    )
+    metrics_port: Port | None = Field(None, description="queue-depth: the metrics port; default the serving port")
+    metrics_path: PathPrefix = Field("/metrics", description="queue-depth: the metrics path; default /metrics")
+    min_share: Fraction = Field(0.05, description="floor weight, as a share of a fair weight (default 5%): a slow "
+                                "or recovered replica still gets some requests, so it is measured again")
+    max_updates_per_second: Annotated[float, AfterValidator(_positive_rate)] = Field(
+        1.0, description="at most this many endpoint-weight pushes per version and second (default 1)"
+    )
+
+
 class LoadBalancing(_Model):
     policy: Literal["round-robin", "least-request", "latency-aware"] = Field(
         "least-request", description="round-robin | least-request | latency-aware (default least-request)"
     )
     outlier_detection: OutlierDetection | None = Field(None, description="optional Envoy outlier detection")
+    latency_aware: LatencyAware | None = Field(None, description="optional tuning of policy latency-aware")
+
+    @model_validator(mode="after")
+    def _tuning_needs_the_policy(self) -> "LoadBalancing":
+        if self.latency_aware is not None and self.policy != "latency-aware":
+            raise ValueError(f"latencyAware applies only to policy: latency-aware (policy is {self.policy}); "
+                             "remove it or set policy: latency-aware")
+        return self
 
 
 # ---------------------------------------------------------------------------

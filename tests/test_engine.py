@@ -586,3 +586,18 @@ async def test_a_name_that_does_not_resolve_holds_the_rollout(make):
     await h.ticks(3)
     assert [str(e) for e in h.engine._routing["echo"].routing.backend("v2").endpoints] == ["127.0.0.1:8091"]
     assert h.engine.analyzer.calls
+
+
+async def test_endpoint_weights_of_the_balancer_never_make_a_rollout_wait(make):
+    h = await make(("inconclusive",), proxies=2)
+    await h.engine.submit(policy())
+    await h.ticks(4)
+    state = h.engine._routing["echo"]
+    assert (await h.engine.router.status("echo", state.revision)).converged
+    h.proxies[1].paused = True  # a proxy that does not ACK the weights (yet)
+    await h.engine.router.set_endpoint_weights("echo", "v2", {"127.0.0.1:8091": 7})
+    h.sync()
+    assert h.engine.router.endpoint_weights("echo", "v2") == {"127.0.0.1:8091": 7}
+    assert h.proxies[0].last  # the weights reached the proxy that answers ...
+    status = await h.engine.router.status("echo", state.revision)
+    assert status.converged, status.detail  # ... and the one that does not holds nothing up

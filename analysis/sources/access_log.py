@@ -511,6 +511,8 @@ class AccessLogSource:
         self.malformed_log = RateLimitedLog(log, "malformed access-log streams")  # shares the xDS port
         self._newest_sec: int | None = None  # newest start second seen (proxy clock)
         self._maintained_sec: int | None = None
+        #: Called with every batch of entries as it is ingested (e.g. the latency-aware balancer).
+        self.entry_listeners: list[Callable[[list[Entry]], None]] = []
         self.counters: dict[str, int] = dict.fromkeys(
             ("messages", "entries", "live", "shadow", "pinned", "skipped", "unattributed", "expired", "ignored_messages"), 0
         )
@@ -583,6 +585,8 @@ class AccessLogSource:
         """Account decoded entries (the receiver's path; tests call it directly)."""
         if not entries:
             return 0
+        for listener in self.entry_listeners:
+            listener(entries)
         now_sec = int(self.clock())
         cap = self.max_samples_per_s
         arms = self._arms

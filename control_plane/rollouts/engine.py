@@ -178,6 +178,28 @@ class Engine:
         if on_change is not None:
             on_change(self._routing_progressed)
 
+    def balanced_services(self) -> list:
+        """Services whose policy asks for latency-aware balancing, with their versions' endpoint addresses now."""
+        from policies.model import LatencyAware
+
+        from ..balancing.balancer import BalancedService
+
+        out = []
+        for service, state in self._routing.items():
+            active = self._active_of(service)
+            release = self._releases.get(service)
+            if active is not None:
+                lb = self.policy_of(active).spec.load_balancing
+            elif release is not None:
+                lb = self._settings_of(release).load_balancing
+            else:
+                continue
+            if lb.policy != "latency-aware":
+                continue
+            versions = {b.version: tuple(e.address for e in b.endpoints) for b in state.routing.backends}
+            out.append(BalancedService(service, lb.latency_aware or LatencyAware(), versions))
+        return out
+
     def _names_changed(self, hosts: set[str]) -> None:
         """DNS names moved: republish the services that use them (make-before-break, like any EDS change)."""
         for service in {s for s in self._routing} | set(self._releases):

@@ -63,6 +63,8 @@ class XdsRouter:
         # group -> (type_url, name) -> version -> the last publish seq at which it was current
         self._history: dict[str, dict[tuple[str, str], dict[str, int]]] = defaultdict(dict)
         self._groups: set[str] = set()
+        # (service, version) -> {"ip:port": weight}: the latency-aware balancer's endpoint weights
+        self._weights: dict[tuple[str, str], dict[str, int]] = {}
 
     # -- apply -------------------------------------------------------------------------------------
     def routing_by_group(self, desired: Mapping[str, ServiceState]) -> dict[str, DesiredRouting]:
@@ -84,16 +86,50 @@ class XdsRouter:
         # Each service was built from validated typed models; only the cross-service rules were new.
         return DesiredRouting.model_construct(listen_address=self.listen_address, services=services)
 
+    def _weighted(self, state: ServiceState) -> ServiceState:
+        """The state with the balancer's endpoint weights in place of the declared ones (EDS only)."""
+        routing = state.routing
+        if not any((routing.name, b.version) in self._weights for b in routing.backends):
+            return state
+        backends = []
+        for backend in routing.backends:
+            weights = self._weights.get((routing.name, backend.version))
+            if weights:
+                endpoints = [e.model_copy(update={"weight": weights.get(e.address, e.weight)}) for e in backend.endpoints]
+                backend = backend.model_copy(update={"endpoints": endpoints})
+            backends.append(backend)
+        return ServiceState(state.service, state.group, state.revision, routing.model_copy(update={"backends": backends}))
+
     def snapshots(self, desired: Mapping[str, ServiceState]) -> dict[str, Snapshot]:
         """Translate and check every group's snapshot (raises, publishing nothing, on any problem)."""
         out = {}
+        desired = {name: self._weighted(state) for name, state in desired.items()}
         for group, routing in self.routing_by_group(desired).items():
             resources = translate(routing, access_log_cluster=self.access_log_cluster)
             out[group] = snapshot_from_envoy(resources).check()
         return out
 
     async def apply(self, desired: Mapping[str, ServiceState]) -> None:
-        snapshots = self.snapshots(desired)
+        self._publish(self.snapshots(desired), desired)
+
+    async def set_endpoint_weights(self, service: str, version: str, weights: Mapping[str, int]) -> None:
+        """Replace one version's endpoint weights (EDS only: the split, and convergence, are untouched).
+
+        Weights name endpoints by address ("ip:port"); endpoints not named keep their declared weight.
+        ``weights`` empty clears the override.
+        """
+        key = (service, version)
+        if weights:
+            self._weights[key] = {k: max(1, int(v)) for k, v in weights.items()}
+        else:
+            self._weights.pop(key, None)
+        if service in self._desired:
+            self._publish(self.snapshots(self._desired), self._desired)
+
+    def endpoint_weights(self, service: str, version: str) -> dict[str, int]:
+        return dict(self._weights.get((service, version), {}))
+
+    def _publish(self, snapshots: Mapping[str, Snapshot], desired: Mapping[str, ServiceState]) -> None:
         self._seq += 1
         seq = self._seq
         self._published_at[seq] = self.clock()

@@ -1,0 +1,1 @@
+"""Latency-aware load balancing across the replicas of one version (EDS endpoint weights)."""
