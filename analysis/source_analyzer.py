@@ -145,6 +145,10 @@ class SourceAnalyzer:
             coverage: Coverage = await source.coverage(request.service, request.since)
         except SourceError as err:
             return Verdict("inconclusive", f"no evidence: {err}", {"source_error": str(err)})
+        if canary_share(request) <= 0.0:
+            return Verdict("inconclusive", f"step {request.step + 1} sends no live traffic to {request.canary_version} "
+                           "(weight 0): nothing to judge, and nothing promotes on missing evidence",
+                           {"canary_share": 0.0})
         has_judged_slos = plan_slos(request.policy.spec.analysis.slos).n_slos > 0
         if has_judged_slos:
             verdict = await evaluate_async(self._judge(request), stable, canary, canary_share=canary_share(request))

@@ -111,6 +111,7 @@ async def one_run(case: str, spec: dict, rate: float, warmup: float, tmp: Path) 
                 break
             await asyncio.sleep(0.05)
         stats = await asyncio.to_thread(canary.stats)
+        stable_stats = await asyncio.to_thread(stable.stats)
         onset = stats["regression"]["onset_unix"]
         events = await cp.engine.events("bench")
         decided = next((e.at for e in events if e.phase_to == "RollingBack"), None)
@@ -123,6 +124,8 @@ async def one_run(case: str, spec: dict, rate: float, warmup: float, tmp: Path) 
             "bad_canary_requests": stats["regression"]["requests_since_armed"],
             "failing_slos": failing,
             "phase": rollout.phase.value,
+            "served": {"stable": stable_stats["requests"], "canary": stats["requests"]},
+            "load_alive": load.poll() is None,
         }
     finally:
         if load is not None:

@@ -458,3 +458,19 @@ async def test_openapi_routes_have_summaries(make_api):
         for method, op in methods.items():
             assert op.get("summary"), (method, path)
     assert (await client.get("/docs", headers=VIEW)).status_code == 200
+
+
+async def test_balancing_weights_and_estimates_are_served(make_api):
+    class Balancer:  # the balancer's read side (control_plane.balancing.balancer.LatencyAwareBalancer.snapshot)
+        def snapshot(self, service=None):
+            rows = [{"endpoint": "10.0.0.1:80", "weight": 120, "estimate_ms": 20.5, "samples": 40, "errors": 0, "queue": None}]
+            data = {"echo": {"v1": rows}}
+            return data if service in (None, "echo") else {}
+
+    client, engine, _, _ = await make_api(balancer=Balancer())
+    await submit(client)
+    body = (await client.get("/v1/services/echo/balancing", headers=VIEW)).json()
+    assert body == {"service": "echo", "versions": {"v1": [{"endpoint": "10.0.0.1:80", "weight": 120, "estimate_ms": 20.5,
+                                                             "samples": 40, "errors": 0, "queue": None}]}}
+    assert (await client.get("/v1/rollouts/echo", headers=VIEW)).json()["balancing"]["v1"][0]["weight"] == 120
+    assert_problem(await client.get("/v1/services/other/balancing", headers=VIEW), 404, "not-balanced")

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
 from policies.document import Document, read_document
 from policies.endpoints import Endpoint, parse_endpoint
@@ -100,6 +100,12 @@ class Mirror(Model):
     percent: Percent
 
 
+def _bias(value: float) -> float:
+    if not 0.0 <= value <= 10.0:
+        raise ValueError(f"must be between 0 and 10 (got {value:g})")
+    return value
+
+
 class ServiceRouting(Model):
     """How one service's traffic is split, mirrored and balanced across its versions."""
 
@@ -115,6 +121,9 @@ class ServiceRouting(Model):
     mirror: Mirror | None = None
     lb_policy: Literal["round-robin", "least-request"] = "least-request"
     least_request_choice_count: ChoiceCount | None = None
+    #: how much in-flight requests weigh against endpoint weights in least-request (Envoy's default 1.0);
+    #: latency-aware services set 0.5, so the measured weights are not undone by momentary queues
+    least_request_active_bias: Annotated[float, AfterValidator(_bias)] | None = None
     outlier_detection: OutlierDetection | None = None
     protocol: Literal["http", "http2", "grpc"] = Field("http", description="http (HTTP/1.1) | http2 | grpc (h2c)")
     idle_timeout: PositiveDuration = Field(DEFAULT_IDLE_TIMEOUT, json_schema_extra={"default": "3s"})

@@ -393,9 +393,13 @@ def _cluster(service: ServiceRouting, name: str, backend: Backend) -> cluster_v3
     """An EDS cluster for one version; endpoints arrive separately on the ADS stream."""
     least_request = service.lb_policy == "least-request"
     extra: dict[str, object] = {}
-    if least_request and service.least_request_choice_count is not None:
+    if least_request and (service.least_request_choice_count is not None or service.least_request_active_bias is not None):
+        bias = None
+        if service.least_request_active_bias is not None:
+            bias = core_v3.RuntimeDouble(default_value=service.least_request_active_bias,
+                                         runtime_key="weir.least_request.active_request_bias")
         extra["least_request_lb_config"] = cluster_v3.ClusterLeastRequestLbConfig(
-            choice_count=service.least_request_choice_count
+            choice_count=service.least_request_choice_count, active_request_bias=bias,
         )
     if service.outlier_detection is not None:
         od = service.outlier_detection

@@ -274,6 +274,7 @@ def create_app(
     metrics: Metrics | None = None,
     allowed_hosts: Iterable[str] = (),
     public_metrics: bool = False,
+    balancer: Any = None,
 ) -> FastAPI:
     """The API around a (started or soon started) engine.
 
@@ -349,6 +350,10 @@ def create_app(
         data["routing"] = dataclasses.asdict(status) if status is not None and rollout.active else None
         release = engine.release(rollout.service)
         data["release"] = release.to_json() if release is not None else None
+        if balancer is not None:
+            weights = balancer.snapshot(rollout.service).get(rollout.service)
+            if weights:
+                data["balancing"] = weights
         return data
 
     def applied_json(applied: Applied, service: str) -> dict[str, Any]:
@@ -430,6 +435,16 @@ def create_app(
         result = await engine.set_endpoints(service, version, body.endpoints, actor=principal.name)
         log.info("%s: %s", principal.name, result["message"])
         return result
+
+    @app.get("/v1/services/{service}/balancing",
+             summary="Latency-aware balancing of a service: each replica's weight and the estimate behind it",
+             tags=["rollouts"], responses=read_errors)
+    async def get_balancing(service: str, _: Principal = Depends(viewer)):
+        snapshot = balancer.snapshot(service).get(service) if balancer is not None else None
+        if snapshot is None:
+            raise ApiProblem(404, "not-balanced", f"service {service!r} is not balanced latency-aware "
+                             "(its policy's loadBalancing.policy is not latency-aware, or it has no routing)")
+        return {"service": service, "versions": snapshot}
 
     @app.get("/v1/releases", summary="What is live per service: version, endpoints, the rollout that made it live",
              tags=["rollouts"], responses=_responses(401, 403))

@@ -9,8 +9,10 @@ classic weakness of RTT-only balancers - looks slow, never attractive.
 An optional queue-depth signal (a model server's own waiting-requests gauge)
 multiplies the estimate by (1 + queued requests).
 
-Weights are inversely proportional to the estimates, scaled so that a fair
-share is ``FAIR`` (100), with a floor (``min_share`` of a fair share) so a
+Weights fall with the square of the estimates (``POWER``: a replica 3x slower
+gets a ninth of a fair weight; proportional weights left it a third of one,
+and its slow requests then made the p99), scaled so that a fair share is
+``FAIR`` (100), with a floor (``min_share`` of a fair share) so a
 slow or recovered replica still gets some requests and its estimate can come
 back down. They live inside one version: they never change how much traffic a
 version receives (the route's split does that), so they cannot bias a
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 __all__ = ["FAIR", "PeakEwma", "weights_from_scores", "worth_pushing"]
 
 FAIR = 100
+POWER = 2.0
 
 
 @dataclass
@@ -56,15 +59,15 @@ class PeakEwma:
         self.observe(penalty_ms, at)
 
 
-def weights_from_scores(scores: dict[str, float | None], *, min_share: float = 0.05) -> dict[str, int]:
-    """Weights inversely proportional to the scores, a fair share = FAIR, at least ``min_share`` of it.
+def weights_from_scores(scores: dict[str, float | None], *, min_share: float = 0.05, power: float = POWER) -> dict[str, int]:
+    """Weights proportional to score^-power, a fair share = FAIR, at least ``min_share`` of it.
 
     Endpoints without a score yet get a fair share (they are probed like the rest).
     """
     known = {k: s for k, s in scores.items() if s is not None and s > 0}
     if not known:
         return {k: FAIR for k in scores}
-    inverse = {k: 1.0 / s for k, s in known.items()}
+    inverse = {k: s ** -power for k, s in known.items()}
     mean = sum(inverse.values()) / len(inverse)
     floor = max(1, int(round(FAIR * min_share)))
     out = {}

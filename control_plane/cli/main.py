@@ -325,6 +325,14 @@ def _cmd_describe(client, args: argparse.Namespace, out: TextIO) -> int:
     if r.get("release"):
         rel = r["release"]
         p(f"Live:        {rel['version']} on {', '.join(rel['endpoints'])}")
+    if r.get("balancing"):
+        p("Balancing:   latency-aware (weight of a fair share = 100; estimate = peak EWMA of latency, errors count as slow)")
+        for version, rows in r["balancing"].items():
+            for row in rows:
+                est = "-" if row.get("estimate_ms") is None else f"{row['estimate_ms']:.1f} ms"
+                queue = "" if row.get("queue") is None else f", queue {row['queue']:g}"
+                p(f"  {version:<10} {row['endpoint']:<22} weight {row.get('weight') or '-':>4}  estimate {est}"
+                  f" ({row['samples']} samples, {row['errors']} errors{queue})")
     p()
     p("Steps:")
     shadow, steps, current = r.get("shadow"), r.get("steps") or [], r.get("step", -1)

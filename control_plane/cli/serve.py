@@ -70,7 +70,7 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
         api_socket.close()
         raise
     engine = cp.engine
-    app = create_app(engine, cp.registry, auth, metrics=cp.metrics, allowed_hosts=security.allowed_hosts,
+    app = create_app(engine, cp.registry, auth, metrics=cp.metrics, allowed_hosts=security.allowed_hosts, balancer=cp.balancer,
                      public_metrics=security.public_metrics)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", **(security.api_ssl or {}))
     api = uvicorn.Server(config)
