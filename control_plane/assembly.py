@@ -87,6 +87,9 @@ async def start_control_plane(
     xds_credentials: grpc.ServerCredentials | None = None,
     webhooks: WebhookClient | None = None,
     balance_tick_s: float = 0.25,
+    router: str = "xds",
+    istio_namespace: str = "default",
+    istio_gateways: tuple[str, ...] = (),
 ) -> ControlPlane:
     """Start xDS (with the access-log service on the same port), the store, the router and the engine."""
     registry = StatusRegistry()
@@ -111,15 +114,35 @@ async def start_control_plane(
         if envoy_stats is not None:
             await envoy_stats.start()
         metrics = Metrics()
-        router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
-        engine = Engine(store, router, chosen, tick_s=tick_s, observer=metrics, webhooks=webhooks)
+        xds_router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
+        if router == "istio":
+            # Weir writes VirtualServices instead of serving Envoy (control_plane/mesh/istio/router.py)
+            from .mesh.istio.render import IstioOptions
+            from .mesh.istio.router import IstioRouter
+
+            chosen_router = await IstioRouter.connect(IstioOptions(namespace=istio_namespace, gateways=istio_gateways))
+        elif router == "xds":
+            chosen_router = xds_router
+        else:
+            raise ValueError(f"--router: expected xds or istio (got {router!r})")
+        engine = Engine(store, chosen_router, chosen, tick_s=tick_s, observer=metrics, webhooks=webhooks)
         await engine.start()
-        # Latency-aware services: per-replica estimates from the access log -> EDS endpoint weights.
-        balancer = LatencyAwareBalancer(router, engine.balanced_services, tick_s=balance_tick_s)
+        # Latency-aware services: per-replica estimates from the access log -> EDS endpoint weights
+        # (the xDS router's; with Istio the mesh balances).
+        balancer = LatencyAwareBalancer(xds_router if router == "xds" else _NoWeights(), engine.balanced_services,
+                                        tick_s=balance_tick_s)
         access_log.entry_listeners.append(balancer.on_entries)
-        balancer.start()
+        if router == "xds":
+            balancer.start()
     except BaseException:
         await xds.stop()
         await store.close()
         raise
-    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, router, engine, metrics, balancer)
+    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, xds_router, engine, metrics, balancer)
+
+
+class _NoWeights:
+    """A router that takes no endpoint weights (Istio balances within a subset itself)."""
+
+    async def set_endpoint_weights(self, service: str, version: str, weights) -> None:
+        return None

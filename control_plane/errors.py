@@ -67,6 +67,16 @@ class Unavailable(WeirError):
 InvalidInput.register(PolicyValidationError)
 
 
+def _register_mesh_errors() -> None:
+    """Routing that Istio cannot express (the Istio router's MeshError) is invalid input too."""
+    from .mesh.errors import MeshError
+
+    InvalidInput.register(MeshError)
+
+
+_register_mesh_errors()
+
+
 def status_of(exc: BaseException) -> int:
     """The HTTP status of any exception: its class's for ours, 500 for everything else."""
     if isinstance(exc, InvalidInput):

@@ -37,7 +37,8 @@ from policies.errors import describe, format_path
 from xds.routing import RoutingError
 from xds.status import StatusRegistry
 
-from ..errors import WeirError
+from ..errors import WeirError, status_of
+from ..mesh.errors import MeshError
 from ..rollouts.engine import Applied, Engine
 from ..rollouts.model import Rollout
 from ..rollouts.webhooks import redact_policy
@@ -541,6 +542,10 @@ def problem_for(exc: Exception) -> ApiProblem:
                               title="Invalid routing", errors=errors)
         return ApiProblem(422, "policy-invalid", f"the policy has {n} problem{'s' if n != 1 else ''}; nothing was changed",
                           title="Invalid policy", errors=errors)
+    if isinstance(exc, WeirError) and not hasattr(type(exc), "status"):
+        # a registered (virtual) member of the hierarchy, e.g. routing Istio cannot express
+        return ApiProblem(status_of(exc), "invalid-input", str(exc), title="Invalid input",
+                          errors=[{"path": "", "message": line, "line": None} for line in str(exc).splitlines()])
     if isinstance(exc, WeirError):
         details = dict(exc.details)
         path = details.pop("path", None)
@@ -570,6 +575,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WeirError)
     @app.exception_handler(PolicyValidationError)
+    @app.exception_handler(MeshError)
     async def on_weir_error(request: Request, exc: Exception):
         return problem_response(request, problem_for(exc))
 

@@ -538,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyzer", metavar="SPEC", default="sources",
                    help="'sources' (default: the policy's metric source and judge), 'none' (never promotes) or, "
                         "for demos and tests only, 'scripted:pass,inconclusive,...' (verdicts from the script, not traffic)")
+    p.add_argument("--router", choices=("xds", "istio"), default="xds",
+                   help="how routing reaches the data plane: xds (default: Weir serves Envoy over ADS) or istio "
+                        "(Weir writes VirtualServices into the cluster; needs the istio extra and cluster access)")
+    p.add_argument("--istio-namespace", default="default", metavar="NS",
+                   help="with --router istio: the namespace of the VirtualServices (default default)")
+    p.add_argument("--istio-gateway", action="append", default=[], metavar="NAME",
+                   help="with --router istio: bind the VirtualServices to this gateway (repeatable; default the mesh)")
     p.add_argument("--envoy-admin", metavar="URL", action="append", default=[],
                    help="an Envoy admin URL to poll for the envoy-stats source (repeatable)")
     security.add_serve_security_options(p)

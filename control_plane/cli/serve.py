@@ -65,6 +65,8 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
             db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
             listen_address=args.listen_address, tick_s=args.tick, envoy_admins=getattr(args, "envoy_admin", None) or (),
             xds_credentials=security.xds_credentials, webhooks=security.webhooks,
+            router=getattr(args, "router", "xds"), istio_namespace=getattr(args, "istio_namespace", "default"),
+            istio_gateways=tuple(getattr(args, "istio_gateway", None) or ()),
         )
     except BaseException:
         api_socket.close()
