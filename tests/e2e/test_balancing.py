@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from devtools import loadgen
+from devtools.model_servers.launcher import ModelServerProcess
 from tests.e2e.test_model_traffic import Stack, free_port, policy
 
 pytestmark = pytest.mark.e2e
@@ -38,12 +39,23 @@ async def wait_for(predicate, timeout_s: float):
 
 
 async def test_weights_follow_replica_latency_and_never_move_the_version_split(tmp_path):
+    # The model servers run as their own processes: sharing the control plane's event loop (and the load
+    # generator's) made their latency that loop's lag under a busy CI machine, not the knob's.
+    servers = [ModelServerProcess(model_version=v, latency_ms=ms, grpc_port=None)
+               for v, ms in (("v1", 10), ("v1", 60), ("v2", 10))]
+    try:
+        for server in servers:
+            await server.astart()
+        await _run(tmp_path, *servers)
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.stop)
+
+
+async def _run(tmp_path, fast: ModelServerProcess, slow: ModelServerProcess, canary: ModelServerProcess) -> None:
     async with Stack(tmp_path) as stack:
-        fast = await stack.server(model_version="v1", latency_ms=10)
-        slow = await stack.server(model_version="v1", latency_ms=60)
-        canary = await stack.server(model_version="v2", latency_ms=10)
         port = free_port()
-        rest = lambda s: f"127.0.0.1:{s.ports.rest}"  # noqa: E731
+        rest = lambda s: f"127.0.0.1:{s.rest_port}"  # noqa: E731
         p = policy("lb", port, [rest(fast), rest(slow)], "v2", [rest(canary)],
                    steps=[{"weight": 20, "minRequests": 10_000_000, "maxDuration": "1h"}, {"weight": 100}],
                    loadBalancing={"policy": "latency-aware"})
@@ -52,7 +64,7 @@ async def test_weights_follow_replica_latency_and_never_move_the_version_split(t
         await stack.wait("lb", lambda r: r.converged_at is not None)
         stop = asyncio.Event()
         load = asyncio.create_task(loadgen.run(protocol="rest", target=f"http://127.0.0.1:{port}", rate=80,
-                                               duration_s=60, stop=stop))
+                                               duration_s=90, stop=stop))
         try:
             # The slow replica's weight falls well below the fast one's, in Envoy itself.
             moved = await wait_for(lambda: (w := envoy_weights(stack.envoy, "lb-v1")) and
@@ -62,9 +74,9 @@ async def test_weights_follow_replica_latency_and_never_move_the_version_split(t
             estimates = {row["endpoint"]: row["estimate_ms"] for row in snapshot}
             assert estimates[rest(slow)] > estimates[rest(fast)]
             # It recovers: back to (about) a fair share.
-            slow.set_knobs(latency_ms=10)
+            await slow.aset_knobs(latency_ms=10)
             back = await wait_for(lambda: (w := envoy_weights(stack.envoy, "lb-v1")) and
-                                  abs(w[rest(slow)] - w[rest(fast)]) <= 0.25 * w[rest(fast)] and w, 30)
+                                  abs(w[rest(slow)] - w[rest(fast)]) <= 0.35 * w[rest(fast)] and w, 45)
             assert back, envoy_weights(stack.envoy, "lb-v1")
         finally:
             stop.set()
