@@ -499,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for demos and tests only, 'scripted:pass,inconclusive,...' (verdicts from the script, not traffic)")
     p.add_argument("--envoy-admin", metavar="URL", action="append", default=[],
                    help="an Envoy admin URL to poll for the envoy-stats source (repeatable)")
+    from ..ha.cli import add_options as add_replica_options  # --store etcd://... and its TLS, lease flags
+
+    add_replica_options(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("tokens", help="make API tokens and the tokens file")

@@ -44,24 +44,32 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     # Bind the API before anything starts: a taken port is an error now, not after a success line.
     api_socket = bind_api(args.api_host, args.api_port)
+    store = getattr(args, "store", None)
     try:
-        cp = await start_control_plane(
-            db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
-            listen_address=args.listen_address, tick_s=args.tick, envoy_admins=getattr(args, "envoy_admin", None) or (),
-        )
+        if store:  # several replicas over etcd (control_plane/ha)
+            from ..ha.cli import start_from_args
+
+            cp = await start_from_args(args, *api_socket.getsockname()[:2])
+        else:
+            cp = await start_control_plane(
+                db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
+                listen_address=args.listen_address, tick_s=args.tick,
+                envoy_admins=getattr(args, "envoy_admin", None) or (),
+            )
     except BaseException:
         api_socket.close()
         raise
     engine = cp.engine
-    app = create_app(engine, cp.registry, auth, metrics=cp.metrics)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    app = create_app(engine, cp.registry, auth, metrics=cp.metrics, readiness=getattr(cp, "readiness", None))
+    serve_api = getattr(cp, "serve_api", None)
+    config = uvicorn.Config(serve_api(app) if serve_api else app, log_level="warning", lifespan="off")
     api = uvicorn.Server(config)
     tasks = []
     if args.policies:
         tasks.append(asyncio.create_task(PolicyDirectory(engine, args.policies).run(), name="weir-policies"))
     api_host, api_port = api_socket.getsockname()[:2]
     print(
-        f"weir: xDS on {args.xds_host}:{cp.xds_port}, API on http://{api_host}:{api_port}, store {args.db}"
+        f"weir: xDS on {args.xds_host}:{cp.xds_port}, API on http://{api_host}:{api_port}, store {store or args.db}"
         + (f", policies from {args.policies}" if args.policies else ""),
         flush=True,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..errors import Conflict
+from ..errors import Conflict, Unavailable
 from ..rollouts.model import Event, Release, Rollout
 
 
@@ -44,3 +44,10 @@ class Store(Protocol):
     async def save_judge_state(self, rollout: str, run: int, step: int, state: dict[str, Any]) -> None: ...
     async def judge_state(self, rollout: str, run: int, step: int) -> dict[str, Any] | None: ...
     async def close(self) -> None: ...
+
+
+class NotLeader(Unavailable):
+    """This replica does not hold the leadership (or lost it): a replicated store refused the write."""
+
+    kind = "not-leader"
+    title = "Not the leader"
