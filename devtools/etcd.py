@@ -169,3 +169,24 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def make_tls(directory: Path) -> dict[str, Path]:
+    """A throw-away CA, a member certificate for 127.0.0.1 and a client certificate (openssl), for TLS tests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key", "client_cert", "client_key")}
+    ca_key = directory / "ca.key"
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(out["ca"]),
+        "-days", "2", "-subj", "/CN=weir-test-ca")
+    for cert, key, usage in ((out["cert"], out["key"], "serverAuth,clientAuth"),
+                             (out["client_cert"], out["client_key"], "clientAuth")):
+        csr, ext = cert.with_suffix(".csr"), cert.with_suffix(".ext")
+        ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+        run("x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return out
