@@ -67,8 +67,8 @@ class Leadership:
 
     async def _campaign(self, lease: int) -> bool:
         """Try to take the key on ``lease``; True once it is ours, False when the lease was lost first."""
-        value = json.dumps({**self.identity, "since": time.time()}).encode()
         while self.session.lease == lease and self.session.valid():
+            value = json.dumps({**self.identity, "since": time.time()}).encode()
             resp = await self.client.txn([absent(self.key)], [put_op(self.key, value, lease)], [get_op(self.key)])
             if resp.succeeded:
                 return True
