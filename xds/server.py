@@ -47,11 +47,6 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.so_reuseport", 0),
 )
 
-_CLOSED = object()
-_SNAPSHOT = object()
-_FLUSH = object()
-
-
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -80,42 +75,32 @@ class AggregatedDiscoveryService:
     async def _serve(self, stream: AdsStream, request_iterator, context) -> None:
         """Run one ADS stream.
 
-        Requests are handled in the reader task as they arrive (the protocol
-        logic is synchronous, so it never interleaves with a snapshot change);
-        only writes go through the writer loop, woken when there is output or
-        a new snapshot. An ACK, the bulk of a push's traffic, thus costs no
-        task switch.
+        The protocol logic is synchronous, so it runs where its input arrives:
+        requests in this handler's read loop, snapshot changes inside the
+        cache's fan-out (``stream.wake``). Neither waits for a task switch;
+        only writes are asynchronous, one at a time per stream, in order
+        (:class:`_Writer`). That is the same shape as a bare grpc.aio server:
+        per proxy and push, one write task and one read (bench/README.md).
         """
-        queue: asyncio.Queue = asyncio.Queue()
-        stream.wake = lambda: queue.put_nowait(_SNAPSHOT)
+        writer = _Writer(stream, context)
 
-        async def read() -> None:
-            try:
-                async for req in request_iterator:
-                    stream.on_request(req)
-                    if stream.outbox:
-                        queue.put_nowait(_FLUSH)
-            except (asyncio.CancelledError, grpc.aio.AioRpcError):
-                pass
-            except Exception:  # a malformed message ends this stream only
-                log.exception("xDS stream %s: bad request", stream.peer)
-            finally:
-                queue.put_nowait(_CLOSED)
+        def changed() -> None:
+            stream.apply_pending()
+            writer.flush()
 
-        reader = asyncio.create_task(read())
+        stream.wake = changed
         try:
-            while True:
-                item = await queue.get()
-                if item is _CLOSED:
-                    break
-                if item is _SNAPSHOT:
-                    stream.apply_pending()
-                while stream.outbox:
-                    out, stream.outbox = stream.outbox, []
-                    for payload in out:
-                        await context.write(payload)
+            async for req in request_iterator:
+                stream.on_request(req)
+                if stream.outbox:
+                    writer.flush()
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        except Exception:  # a malformed message ends this stream only
+            log.exception("xDS stream %s: bad request", stream.peer)
         finally:
-            reader.cancel()
+            stream.wake = None
+            writer.close()
             stream.close()
 
     async def stream_sotw(self, request_iterator, context) -> None:
@@ -140,6 +125,42 @@ class AggregatedDiscoveryService:
                 ),
             },
         )
+
+
+class _Writer:
+    """Writes one stream's outbox in order, one ``context.write`` in flight at a time.
+
+    Each write is its own task on the C-level ``context.write`` coroutine,
+    chained by a done callback: no per-stream writer task or queue to wake.
+    """
+
+    __slots__ = ("stream", "context", "inflight", "closed")
+
+    def __init__(self, stream: AdsStream, context) -> None:
+        self.stream = stream
+        self.context = context
+        self.inflight: asyncio.Future | None = None
+        self.closed = False
+
+    def flush(self) -> None:
+        if self.inflight is not None or self.closed or not self.stream.outbox:
+            return
+        outbox = self.stream.outbox
+        payload = outbox.pop(0) if len(outbox) > 1 else outbox.pop()
+        self.inflight = task = asyncio.ensure_future(self.context.write(payload))
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Future) -> None:
+        self.inflight = None
+        if task.cancelled() or task.exception() is not None:
+            self.closed = True  # the stream is ending: nothing more goes out
+            return
+        self.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.inflight is not None:
+            self.inflight.cancel()
 
 
 class PortInUse(OSError):
