@@ -1101,6 +1101,34 @@ def orchestrate(args) -> int:
             c.kill()
 
 
+def compare_impls(args, n: int, impls: list[str]) -> None:
+    """``--server-impl weir,floor``: the servers alternate for ``--rounds`` rounds in one run; one line each, then the ratio.
+
+    Alternating keeps slow drifts of the shared machine (other processes, thermal)
+    out of the comparison; the summary compares medians over the rounds.
+    """
+    results: dict[str, list[dict]] = {impl: [] for impl in impls}
+    for r in range(args.rounds):
+        for impl in impls:
+            case = argparse.Namespace(**{**vars(args), "proxies": n, "replicas": 1, "server_impl": impl})
+            result = orchestrate(case)
+            result["round"] = r + 1
+            results[impl].append(result)
+            emit(result)
+    first, base = impls[0], impls[-1]
+    summary = {"bench": "xds_fanout_compare", "proxies": n, "rounds": args.rounds, "client_impl": args.client_impl}
+    for impl in impls:
+        summary[f"{impl}_p99_ms"] = round(median([x["p99_ms"] for x in results[impl]]), 1)
+        summary[f"{impl}_p50_ms"] = round(median([x["p50_ms"] for x in results[impl]]), 1)
+        summary[f"{impl}_server_cpu_s"] = round(median([x["server_cpu_s"] for x in results[impl]]), 3)
+    summary["p99_ratio"] = round(summary[f"{first}_p99_ms"] / summary[f"{base}_p99_ms"], 3)
+    summary["cpu_ratio"] = round(summary[f"{first}_server_cpu_s"] / summary[f"{base}_server_cpu_s"], 3)
+    summary["per_round_p99_ratio"] = [round(a["p99_ms"] / b["p99_ms"], 3)
+                                      for a, b in zip(results[first], results[base])]
+    summary["background_cpu_pct"] = round(median([x["background_cpu_pct"] for v in results.values() for x in v]), 1)
+    emit(summary)
+
+
 def _merge(results: list[dict]) -> dict:
     """One push seen by several server processes: latencies pooled, CPU and GC added up."""
     if len(results) == 1:
@@ -1135,8 +1163,10 @@ def main() -> int:
     p.add_argument("--profile", metavar="FILE", help="cProfile the server during the pushes; pstats dump to FILE")
     p.add_argument("--client-impl", choices=("grpc", "h2"), default="grpc",
                    help="grpc: grpc.aio channels (default); h2: minimal HTTP/2 client, far less client CPU")
-    p.add_argument("--server-impl", choices=("weir", "floor"), default="weir",
-                   help="floor: a bare grpc.aio ADS stand-in (no xDS logic) to measure the gRPC cost floor")
+    p.add_argument("--server-impl", default="weir",
+                   help="weir (default) or floor: a bare grpc.aio ADS stand-in (no xDS logic), the gRPC cost floor; "
+                        "weir,floor alternates both for --rounds rounds in one run and reports the ratio")
+    p.add_argument("--rounds", type=int, default=3, help="with --server-impl weir,floor: rounds of each (default 3)")
     p.add_argument("--pin", action="store_true",
                    help="experiment: the server's event-loop thread alone on the first CPU, "
                         "its gRPC core threads and the clients on the others")
@@ -1167,7 +1197,13 @@ def main() -> int:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        impls = str(args.server_impl).split(",")
+        if set(impls) - {"weir", "floor"}:
+            p.error(f"--server-impl: expected weir, floor or weir,floor (got {args.server_impl!r})")
         for n in [int(x) for x in str(args.proxies).split(",")]:
+            if len(impls) > 1:
+                compare_impls(args, n, impls)
+                continue
             baseline = None
             for replicas in [int(x) for x in str(args.replicas).split(",")]:
                 case = argparse.Namespace(**{**vars(args), "proxies": n, "replicas": replicas})

@@ -270,14 +270,14 @@ class SotwStream(AdsStream):
                     clusters_ready = self._holds_all(CLUSTER)
                 if not clusters_ready:
                     continue  # make-before-break: routes wait for their clusters
-            if (type_url == CLUSTER or type_url == LISTENER) and st.sent is not None:
+            sent = st.sent
+            if (type_url == CLUSTER or type_url == LISTENER) and sent is not None and sent.key != target.key \
+                    and not sent.resources.keys() <= target.resources.keys():
                 if routes_ready is None:
                     routes_ready = self._holds_all(LISTENER) and self._holds_all(ROUTE)
                 if not routes_ready:
-                    retained = {n: r for n, r in st.sent.resources.items() if n not in target.resources}
-                    if retained:
-                        target = View(type_url, target.version, {**retained, **target.resources})
-            sent = st.sent
+                    retained = {n: r for n, r in sent.resources.items() if n not in target.resources}
+                    target = View(type_url, target.version, {**retained, **target.resources})
             if not st.resend and sent is not None and sent.key == target.key:
                 continue
             self._nonce += 1
