@@ -130,37 +130,54 @@ class AggregatedDiscoveryService:
 class _Writer:
     """Writes one stream's outbox in order, one ``context.write`` in flight at a time.
 
-    Each write is its own task on the C-level ``context.write`` coroutine,
-    chained by a done callback: no per-stream writer task or queue to wake.
+    Each write is its own task on grpc's ``context.write`` coroutine. Nothing
+    waits on it unless more output arrives while it is in flight: only then is
+    the next write chained with a done callback. A push (one response per
+    proxy) thus costs one task and no callback, as in a bare grpc.aio server.
     """
 
-    __slots__ = ("stream", "context", "inflight", "closed")
+    __slots__ = ("stream", "context", "inflight", "chained", "closed")
 
     def __init__(self, stream: AdsStream, context) -> None:
         self.stream = stream
         self.context = context
         self.inflight: asyncio.Future | None = None
+        self.chained = False
         self.closed = False
 
     def flush(self) -> None:
-        if self.inflight is not None or self.closed or not self.stream.outbox:
+        if self.closed or not self.stream.outbox:
             return
+        task = self.inflight
+        if task is not None:
+            if not task.done():
+                if not self.chained:
+                    self.chained = True
+                    task.add_done_callback(self._written)
+                return
+            if task.cancelled() or task.exception() is not None:
+                self.closed = True  # the stream is ending: nothing more goes out
+                return
         outbox = self.stream.outbox
         payload = outbox.pop(0) if len(outbox) > 1 else outbox.pop()
         self.inflight = task = asyncio.ensure_future(self.context.write(payload))
-        task.add_done_callback(self._written)
+        self.chained = bool(outbox)
+        if outbox:  # more to send after this one
+            task.add_done_callback(self._written)
 
     def _written(self, task: asyncio.Future) -> None:
-        self.inflight = None
-        if task.cancelled() or task.exception() is not None:
-            self.closed = True  # the stream is ending: nothing more goes out
-            return
+        self.chained = False
         self.flush()
 
     def close(self) -> None:
         self.closed = True
-        if self.inflight is not None:
-            self.inflight.cancel()
+        task, self.inflight = self.inflight, None
+        if task is not None:
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failed last write is no "never retrieved" warning
+            else:
+                task.cancel()
 
 
 class PortInUse(OSError):
