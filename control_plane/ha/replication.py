@@ -35,6 +35,9 @@ log = logging.getLogger("weir.ha")
 
 __all__ = ["ConvergenceReporter", "ObservedRegistry", "RoutingFollower"]
 
+#: Proxy names a report carries per service (the rest are counted).
+_NAMED = 20
+
 
 class ObservedRegistry(StatusRegistry):
     """A status registry that sets :attr:`changed` whenever a proxy's convergence may have changed."""
@@ -141,9 +144,10 @@ class ConvergenceReporter:
         for name, state in self.follower.desired.items():
             status = self.router.status_now(name, state.revision)
             proxies = self.registry.proxies() if state.group == DEFAULT_GROUP else self.registry.proxies(state.group)
+            # A few names and the count: a report stays small however many proxies lag during a push.
             services[name] = {"revision": state.revision, "group": state.group, "state": status.state,
-                              "detail": status.detail, "waiting_on": list(status.waiting_on), "error": status.error,
-                              "proxies": len(proxies)}
+                              "detail": status.detail, "waiting_on": list(status.waiting_on[:_NAMED]),
+                              "waiting": len(status.waiting_on), "error": status.error, "proxies": len(proxies)}
         return {"replica": self.replica, "routing_revision": self.follower.revision, "services": services}
 
     def start(self) -> None:

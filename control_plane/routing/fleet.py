@@ -104,7 +104,7 @@ def aggregate(service: str, revision: int, fleet: int, reports: list[dict[str, A
     if not reports:
         return RouteStatus(WAITING, f"no replica has reported its proxies yet: waiting to serve {service}")
     lagging, waiting, details = [], [], []
-    total = 0
+    total = behind = 0
     group = None
     for report in sorted(reports, key=lambda r: r["replica"]):
         item = report.get("services", {}).get(service)
@@ -118,6 +118,7 @@ def aggregate(service: str, revision: int, fleet: int, reports: list[dict[str, A
         total += item["proxies"]
         if item["proxies"] and item["state"] == WAITING:
             waiting += item.get("waiting_on", [])
+            behind += item.get("waiting", len(item.get("waiting_on", ())))
             details.append(f"{report['replica']}: {item['detail']}")
     where = "any group" if group in (None, DEFAULT_GROUP) else f"group {group!r}"
     if lagging:
@@ -127,8 +128,9 @@ def aggregate(service: str, revision: int, fleet: int, reports: list[dict[str, A
         return RouteStatus(WAITING, f"no proxy of {where} is connected to any replica: waiting for one to serve {service}")
     if waiting or details:
         names = tuple(waiting)
-        shown = ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
-        return RouteStatus(WAITING, f"waiting for {len(names)} of {total} prox{'y' if total == 1 else 'ies'} of "
+        behind = max(behind, len(names))
+        shown = ", ".join(names[:_NAMED]) + (f" and {behind - _NAMED} more" if behind > _NAMED else "")
+        return RouteStatus(WAITING, f"waiting for {behind} of {total} prox{'y' if total == 1 else 'ies'} of "
                                     f"{where} to ACK {service} routing revision {revision} ({shown})", names)
     return RouteStatus(CONVERGED, f"all {total} prox{'y' if total == 1 else 'ies'} of {where} on {len(reports)} "
                                   f"replica{'s' if len(reports) > 1 else ''} run {service} routing revision {revision}")
