@@ -64,6 +64,7 @@ bench: venv
 	$(BIN)/python bench/xds_fanout.py --proxies 1000
 	$(BIN)/python bench/als_decode.py
 	$(BIN)/python bench/analysis_sim.py --quick
+	$(BIN)/python bench/failover.py --runs 5
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(ISTIO_SCHEMAS)/node_modules
