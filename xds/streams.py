@@ -220,7 +220,8 @@ class SotwStream(AdsStream):
             self._identify(req.node)
         type_url = req.type_url
         st = self.types.get(type_url)
-        if st is None:
+        fresh = st is None
+        if fresh:
             st = self.types[type_url] = _TypeState()
         nonce = req.response_nonce
         if nonce and nonce != st.nonce:
@@ -232,6 +233,8 @@ class SotwStream(AdsStream):
             if names != st.names:
                 st.names = None if names is None else self.cache.intern_names(names)
                 st.resend = True
+        if fresh and req.version_info and not nonce:
+            self._held_on_reconnect(st, type_url, req.version_info)
         if nonce and st.awaiting:
             st.awaiting = False
             if req.HasField("error_detail"):
@@ -244,6 +247,21 @@ class SotwStream(AdsStream):
             st.resend = True
         self._pump()
         self._update_convergence()
+
+    def _held_on_reconnect(self, st: _TypeState, type_url: str, version: str) -> None:
+        """A new stream from a proxy that already runs ``version`` of this type: start from what it holds.
+
+        Envoy keeps its configuration across a lost stream and names the
+        version it accepted in its first request. Knowing that snapshot, the
+        usual make-before-break applies to the new stream too: a cluster the
+        proxy's routes still name is kept until its new routes are ACKed
+        (otherwise a proxy that moves to a replica with newer routing drops the
+        cluster its current routes use: 503s until the routes arrive). An
+        unknown version (too old, or never published here) starts from nothing.
+        """
+        held = self.cache.snapshot_by_version(version)
+        if held is not None:
+            st.sent = st.acked = held.view(type_url, st.names if type_url in NAMED_TYPES else None)
 
     def _pump(self) -> None:
         """Send every type whose target view changed and that has no response in flight.

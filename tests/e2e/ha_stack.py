@@ -22,7 +22,7 @@ def policy(listener: int, stable: str, canary: str, weights=(10, 50, 100)) -> st
     data["spec"]["service"]["port"] = listener
     data["spec"]["stable"]["endpoints"] = [stable]
     data["spec"]["canary"]["endpoints"] = [canary]
-    data["spec"]["strategy"]["canary"]["steps"] = [{"weight": w} for w in weights]
+    data["spec"]["strategy"]["canary"]["steps"] = [w if isinstance(w, dict) else {"weight": w} for w in weights]
     return yaml.safe_dump(data)
 
 
