@@ -356,3 +356,30 @@ def test_disconnected_proxy_history_does_not_keep_streams_alive(env):
     gc.collect()
     assert ref() is None
     assert status.to_json()["acked"]["cds"] == {"a": cache.snapshot("*").resources[CLUSTER]["a"].version}
+
+
+def test_a_proxy_reconnecting_with_an_older_version_keeps_the_clusters_its_routes_use(env):
+    """Make-before-break across streams: a proxy that moves to a replica with newer routing (or reconnects
+    after a change) still runs routes naming the old cluster; dropping it at once would 503 its requests."""
+    cache, registry = env
+    old = snap({"a": "1", "b": "1"}, {"r": ("a", "b")})
+    cache.set_snapshot("*", old)
+    first = connect_sotw(cache, registry)
+    first.stream.close()  # the stream is lost; the proxy keeps running `old`
+    cache.set_snapshot("*", snap({"a": "1", "c": "1"}, {"r": ("a", "c")}))  # b leaves while it is away
+    client = SotwClient(SotwStream(cache, registry))
+    (cds,) = client.request(CLUSTER, (), version=old.version)
+    assert resource_names(cds) == ["a", "b", "c"]  # b kept: the proxy's routes still name it
+    assert client.request(LISTENER, (), version=old.version) == []  # routes wait for the new clusters
+    (eds,) = client.request(ENDPOINT, ["a", "b"], version=old.version)
+    client.ack(eds, ["a", "b"])
+    (lds,) = client.ack(cds)  # clusters ACKed: listeners and routes may go now
+    assert lds.type_url == LISTENER
+    (rds,) = client.request(ROUTE, ["r"], version=old.version)
+    client.ack(lds)
+    (cds2,) = client.ack(rds, ["r"])  # routes moved: b can go
+    assert resource_names(cds2) == ["a", "c"]
+    # An unknown version is a proxy we know nothing about: it gets the current view at once.
+    stranger = SotwClient(SotwStream(cache, registry))
+    (cds3,) = stranger.request(CLUSTER, (), version="not-a-version")
+    assert resource_names(cds3) == ["a", "c"]
