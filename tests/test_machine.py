@@ -418,7 +418,8 @@ def test_set_weight():
     assert (d.rollout.weight, d.rollout.weight_override, d.rollout.step_started_at) == (30, 30, T0 + 5)
     assert d.publish is True and d.rollout.converged_at is None and d.rollout.segment == 1
     assert d.rollout.message == "weight set to 30% (analysis restarts)"
-    assert m.act(d.rollout, "set-weight", T0 + 6, weight=30).changed is False
+    same = m.act(d.rollout, "set-weight", T0 + 6, weight=30)
+    assert same.changed is False and same.rollout is d.rollout and same.events == []
     assert m.act(dataclasses.replace(r, weight_override=10), "set-weight", T0 + 6, weight=10).changed is False
     assert m.act(r, "set-weight", T0 + 6, weight=10).changed is True  # same weight, but now an override
     for w in (0, 100):
