@@ -71,7 +71,14 @@ CAMPAIGNS = [
 
 #: Equivalent mutants: name -> (the mutated line as mutmut writes it, why no test can tell it from the original).
 #: Filled from the surviving mutants of full campaigns; see bench/mutation-report.md.
-EQUIVALENT: dict[str, tuple[str, str]] = {}
+EQUIVALENT: dict[str, tuple[str, str]] = {
+    "policies.units.x_parse_duration__mutmut_21": (
+        "last_rank = -2",
+        "a unit's rank is its index in h, m, s, ms (0-3): any start below 0 lets every unit come first, as -1 does"),
+    "control_plane.rollouts.machine.xǁRolloutMachineǁon_verdict__mutmut_15": (
+        "nxt = 0 if rollout.step == -2 else rollout.step + 1",
+        "the shadow phase is step -1 and -1 + 1 is 0: both branches give the first step (no rollout has step -2)"),
+}
 
 KILLED = {"killed", "timeout", "caught by type check"}
 
@@ -187,18 +194,33 @@ def run_campaign(c: Campaign, sample: int, seed: int, max_children: int) -> dict
             "tried": len(tried), "killed": killed, "rows": rows, "seconds": round(time.monotonic() - t0)}
 
 
-def report(runs: list[dict], sample: int, seed: int) -> str:
+def report(runs: list[dict], sample: int, seed: int, baseline: list[dict] | None = None) -> str:
+    before = {r["campaign"]: r for r in baseline or []}
     out = ["# Mutation testing of the pure core", "",
            f"`make mutate MUTATE_SAMPLE={sample} MUTATE_SEED={seed}` (mutmut, devtools/mutate.py), "
-           f"{time.strftime('%Y-%m-%d')}. Per module: mutants killed / tried (equivalent mutants excluded), "
-           "the tests each mutant ran (those of the selection that call the mutated function).", "",
-           "| module | mutants | sampled | equivalent | killed / tried | score | tests | time |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"{time.strftime('%Y-%m-%d')}. Per module: mutants killed / tried (equivalent mutants excluded); "
+           "each mutant ran the tests of its campaign that call the mutated function.", "",
+           "| module | mutants | sampled | equivalent | killed / tried | score |"
+           + (" before |" if before else "") + " tests | time |",
+           "|---|---|---|---|---|---|" + ("---|" if before else "") + "---|---|"]
     for r in runs:
         score = f"{100.0 * r['killed'] / r['tried']:.0f}%" if r["tried"] else "-"
         tests = ", ".join(Path(t).name for t in r["tests"])
+        was = ""
+        if before:
+            b = before.get(r["campaign"])
+            eq = {x["name"] for x in r["rows"] if "equivalent" in x}
+            if b:
+                rows = [x for x in b["rows"] if x["name"] not in eq]
+                k = sum(x["status"] in KILLED for x in rows)
+                was = f" {k} / {len(rows)} ({100.0 * k / max(len(rows), 1):.0f}%) |"
+            else:
+                was = " - |"
         out.append(f"| `{r['module']}` | {r['mutants']} | {r['sampled']} | {r['equivalent']} | "
-                   f"{r['killed']} / {r['tried']} | {score} | {tests} | {r['seconds']} s |")
+                   f"{r['killed']} / {r['tried']} | {score} |{was} {tests} | {r['seconds']} s |")
+    if before:
+        out += ["", "*before*: the same sample (same seed, same source) with the tests as they were before issue 15, "
+                "killed / tried with the same equivalent mutants excluded."]
     for r in runs:
         eq = [x for x in r["rows"] if "equivalent" in x]
         alive = [x for x in r["rows"] if x["status"] not in KILLED and "equivalent" not in x]
@@ -229,13 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")))
     ap.add_argument("--report", default=os.environ.get("MUTATE_REPORT", str(ROOT / "bench" / "mutation-report.md")))
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--baseline", default=None, help="the --json of an earlier run, shown as a 'before' column")
     args = ap.parse_args(argv)
     wanted = {m for m in args.modules.split(",") if m}
     unknown = wanted - {c.name for c in CAMPAIGNS}
     if unknown:
         ap.error(f"unknown campaigns: {', '.join(sorted(unknown))}")
     runs = [run_campaign(c, args.sample, args.seed, args.max_children) for c in CAMPAIGNS if not wanted or c.name in wanted]
-    Path(args.report).write_text(report(runs, args.sample, args.seed))
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    Path(args.report).write_text(report(runs, args.sample, args.seed, baseline))
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
     for r in runs:
