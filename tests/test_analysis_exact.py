@@ -415,6 +415,8 @@ def test_quantile_blocks_details():
     # No looks: samples only train the sketches.
     res = qb.process(np.array([10.0, 20.0]), np.array([], dtype=np.int64), np.array([5.0]), np.array([], dtype=np.int64))
     assert res.look.size == 0 and (qb.n_stable, qb.n_canary) == (2, 1)
+    assert res.lr_fail.shape == res.lr_pass.shape == (0, 2, 6) and res.n_a.shape == res.n_b.shape == (0, 2)
+    assert res.n_a.dtype == res.n_b.dtype == np.int64
     assert qb.quantile_ms("stable", 0.5) == pytest.approx(10.0, rel=0.02)
     assert qb.quantile_ms("canary", 0.5) == pytest.approx(5.0, rel=0.02)
     assert sq.QuantileBlocks([sq.QuantileSpec(0.5)]).quantile_ms("canary", 0.5) is None

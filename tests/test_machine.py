@@ -296,6 +296,7 @@ def test_convergence_starts_counting_and_completes_a_rollback():
     d = m.on_converged(started, T0 + 3)
     assert d.rollout.converged_at == T0 + 3 and d.rollout.phase is Phase.PROGRESSING and d.publish is False
     assert d.events[0].kind == "converged" and d.rollout.segment == 0
+    assert d.rollout.message == "every proxy ACKed this step's routing: counting samples from now"
     assert m.on_converged(d.rollout, T0 + 4) is None
     back = m.act(d.rollout, "abort", T0 + 5).rollout
     assert back.converged_at is None and back.segment == 1  # routing changed: the step's samples restart
@@ -313,12 +314,13 @@ def test_resume_at_a_plain_pause_continues_the_same_step():
     paused = m.act(r, "pause", T0 + 10)
     assert (paused.rollout.phase, paused.rollout.weight, paused.publish) == (Phase.PAUSED, 10, False)
     assert paused.rollout.converged_at == T0 + 1 and paused.rollout.message == "paused"
+    assert paused.events[0].kind == "action"
     assert m.act(paused.rollout, "pause", T0 + 11).changed is False
     d = m.act(paused.rollout, "resume", T0 + 20)
     r2 = d.rollout
     assert (r2.phase, r2.step, r2.weight, r2.gate) == (Phase.PROGRESSING, 0, 10, None)
     assert r2.step_started_at == T0 + 20 and r2.converged_at is None and r2.segment == 1
-    assert r2.message == "resumed step 1"
+    assert r2.message == "resumed step 1" and d.events[0].kind == "action"
 
 
 def test_resume_at_a_manual_gate_goes_past_it():
@@ -352,7 +354,7 @@ def test_resume_elsewhere():
     held = m.on_gate(r, GATE_PROMOTION, False, "no", T0 + 3).rollout
     d = m.act(held, "resume", T0 + 4)
     assert (d.rollout.phase, d.rollout.gate, d.gate) == (Phase.PROGRESSING, GATE_PROMOTION, GATE_PROMOTION)
-    assert d.rollout.message == "resumed: asking confirm-promotion again"
+    assert d.rollout.message == "resumed: asking confirm-promotion again" and d.events[0].kind == "action"
     # No-ops and refusals.
     for phase in (Phase.PROGRESSING, Phase.SHADOWING, Phase.PENDING):
         assert m.act(dataclasses.replace(r, phase=phase), "resume", T0).changed is False
@@ -377,6 +379,7 @@ def test_promote_asks_the_gate_and_never_revives_a_finished_rollout():
     d = m.act(r, "promote", T0 + 5)
     assert (d.rollout.phase, d.rollout.gate, d.gate, d.rollout.weight) == (Phase.PROGRESSING, GATE_PROMOTION, GATE_PROMOTION, 10)
     assert d.rollout.message == "promote requested: asking confirm-promotion before going to 100%"
+    assert d.events[0].kind == "action" and d.publish is False
     assert m.act(d.rollout, "promote", T0 + 6).changed is False
     # At a manual gate (Paused) promote asks the gate too.
     gate = m.on_verdict(r, ok(), T0 + 10).rollout
@@ -406,6 +409,7 @@ def test_abort_and_retry():
         assert (again.phase, again.step, again.weight, again.verdict, again.deadline_at) == (Phase.PENDING, -1, 0, None, None)
         assert again.analysis_run == r.analysis_run + 1 and again.converged_at is None and again.step_started_at is None
         assert again.message == "retry requested: starting again from the first step"
+        assert again.mirror == 0.0 and again.gate is None and again.weight_override is None
     for phase in (Phase.PROGRESSING, Phase.SUCCEEDED, Phase.PENDING, Phase.ROLLING_BACK):
         with pytest.raises(InvalidAction):
             m.act(dataclasses.replace(r, phase=phase), "retry", T0)
@@ -417,7 +421,7 @@ def test_set_weight():
     d = m.act(r, "set-weight", T0 + 5, weight=30)
     assert (d.rollout.weight, d.rollout.weight_override, d.rollout.step_started_at) == (30, 30, T0 + 5)
     assert d.publish is True and d.rollout.converged_at is None and d.rollout.segment == 1
-    assert d.rollout.message == "weight set to 30% (analysis restarts)"
+    assert d.rollout.message == "weight set to 30% (analysis restarts)" and d.events[0].kind == "action"
     same = m.act(d.rollout, "set-weight", T0 + 6, weight=30)
     assert same.changed is False and same.rollout is d.rollout and same.events == []
     assert m.act(dataclasses.replace(r, weight_override=10), "set-weight", T0 + 6, weight=10).changed is False
