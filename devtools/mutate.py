@@ -86,6 +86,22 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "if np.all(np.abs(step) <= 1e-10):",
         "the stopping rule of the Newton loop: < or <= 1e-10 differ only when a step is exactly 1e-10, and then by one "
         "more step of less than 1e-10"),
+    "analysis.sequential.x_hypergeom_log_mgf__mutmut_92": (
+        "step = j[:, :-1] <= w[:, None]",
+        "one more pmf ratio past the support: its numerator (n_a - x)(k - x) is 0 there, so the extra point has "
+        "log-probability -inf and adds nothing (identical results over 15,000 random blocks; numpy warns of log(0))"),
+    "analysis.sequential.xǁQuantileBlocksǁprocess__mutmut_52": (
+        "j = 1",
+        "`lo` of bisect_left is only where the search starts: every look up to j has cum <= base < base + block, so "
+        "searching from 1 instead of j + 1 finds the same index"),
+    "xds.streams.xǁAdsStreamǁ_final__mutmut_5": (
+        "names = st.names if (st is not None and type_url in NAMED_TYPES) or True else None",
+        "a SotW stream sets `names` only for the named types (EDS, RDS); for CDS and LDS it stays None (wildcard), "
+        "so the type check changes nothing (Delta streams do not use _final)"),
+    "xds.streams.xǁSotwStreamǁ_holds_exactly__mutmut_2": (
+        "st = self.types.get(None)",
+        "_holds_exactly is a constant-time shortcut that may answer None (unknown); callers then compare resource by "
+        "resource, with the same answer (the shortcut's own test is the push-cost benchmark, bench/stream_cost.py)"),
 }
 
 KILLED = {"killed", "timeout", "caught by type check"}

@@ -438,3 +438,10 @@ def test_quantile_blocks_details():
     assert back.to_state() == st
     empty = sq.QuantileBlocks([sq.QuantileSpec(0.5)]).to_state()
     assert empty["T"] == [None] and empty["scale"] == [None] and empty["blocks"] == 0
+
+
+def test_hypergeom_refuses_impossible_blocks():
+    for na, nb, k in [(2, 3, 6), (2, 3, -1)]:
+        with pytest.raises(ValueError) as info:
+            sq.hypergeom_log_mgf(na, nb, k, np.log([2.0]))
+        assert str(info.value) == "k must lie between 0 and n_a + n_b"

@@ -544,3 +544,70 @@ def test_close_before_any_request_and_after(env):
     # A closed stream no longer hears about snapshots.
     cache.set_snapshot("*", snap({"a": "2"}, {"r": ("a",)}))
     assert client.drain() == []
+
+
+def snap_parts(cluster_content: dict[str, str], endpoint_content: dict[str, str], routes: dict[str, tuple[str, ...]]):
+    """Like snap(), but clusters and their endpoints change independently."""
+    res = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
+    for name, content in cluster_content.items():
+        res[CLUSTER][name] = CachedResource.build(CLUSTER, name, f"c:{name}:{content}".encode(), [name])
+        res[ENDPOINT][name] = CachedResource.build(ENDPOINT, name, f"e:{name}:{endpoint_content[name]}".encode())
+    for name, refs in routes.items():
+        res[ROUTE][name] = CachedResource.build(ROUTE, name, f"r:{name}:{refs}".encode(), refs)
+    res[LISTENER]["l1"] = CachedResource.build(LISTENER, "l1", b"l:l1", routes.keys())
+    return Snapshot(res)
+
+
+def test_delta_resends_the_unchanged_endpoints_of_a_modified_cluster_only(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap_parts({"a": "1", "b": "1"}, {"a": "x", "b": "x"}, {"r": ("a", "b")}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER)
+    assert req(LISTENER) == []
+    (eds,) = req(ENDPOINT, ["a", "b"])
+    req(ENDPOINT, nonce=eds.nonce)
+    (lds,) = req(CLUSTER, nonce=cds.nonce)
+    req(LISTENER, nonce=lds.nonce)
+    (rds,) = req(ROUTE, ["r"])
+    req(ROUTE, nonce=rds.nonce)
+    assert stream.converged()
+    # Cluster a changes, its endpoints do not; b is untouched. Envoy re-creates a and needs a's endpoints again.
+    cache.set_snapshot("*", snap_parts({"a": "2", "b": "1"}, {"a": "x", "b": "x"}, {"r": ("a", "b")}))
+    out = stream_out(stream)
+    assert [(r.type_url, [x.name for x in r.resources]) for r in out] == [(CLUSTER, ["a"]), (ENDPOINT, ["a"])]
+    assert stream.types[ENDPOINT].force == set()  # sent, so no longer owed
+    # Without an EDS subscription there is nothing to resend.
+    other = DeltaStream(cache, registry)
+    req2 = delta_client(other)
+    (c1,) = req2(CLUSTER)
+    req2(CLUSTER, nonce=c1.nonce)
+    cache.set_snapshot("*", snap_parts({"a": "3", "b": "1"}, {"a": "x", "b": "x"}, {"r": ("a", "b")}))
+    assert ENDPOINT not in other.types
+    stream_out(other)
+
+
+def test_delta_explicit_cluster_names_are_not_a_wildcard(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER, ["a"])
+    assert [r.name for r in cds.resources] == ["a"] and stream.types[CLUSTER].names == frozenset({"a"})
+    # Subscriptions are interned: one shared set per distinct subscription.
+    assert stream.types[CLUSTER].names is cache.intern_names(frozenset({"a"}))
+    req(CLUSTER, nonce=cds.nonce)
+    (eds,) = req(ENDPOINT, ["a", "b"])
+    assert stream.types[ENDPOINT].names is cache.intern_names(frozenset({"a", "b"}))
+
+
+def test_the_proxy_status_names_the_peer_and_the_protocol(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    stream = SotwStream(cache, registry, peer="ipv4:10.1.2.3:5555")
+    SotwClient(stream).request(CLUSTER)
+    status = registry.proxies()[0]
+    assert (status.node_id, status.node_cluster, status.protocol, status.peer) == ("envoy-1", "gw", "sotw", "ipv4:10.1.2.3:5555")
+    delta = DeltaStream(cache, registry, peer="p2")
+    delta_client(delta)(CLUSTER)
+    assert (delta.status.protocol, delta.status.peer) == ("delta", "p2")
