@@ -492,6 +492,7 @@ def test_revise_moves_off_steps_and_gates_that_changed():
     d = revise(machine([10, 30]), at3)
     assert (d.rollout.step, d.rollout.weight) == (1, 30)
     assert d.rollout.message == "policy updated; step 3 no longer exists; step 2/2: 30% of live traffic to v2"
+    assert d.rollout.updated_at == d.rollout.step_started_at == d.events[0].at == T0 + 100
     at2 = dataclasses.replace(r, step=1, weight=20)
     d = revise(machine([10, "pause", 100]), at2)
     assert (d.rollout.phase, d.rollout.gate, d.rollout.step) == (Phase.PAUSED, GATE_PAUSE_STEP, 1)
@@ -514,6 +515,7 @@ def test_revise_the_shadow_phase():
     d = revise(machine(), r)
     assert (d.rollout.phase, d.rollout.step, d.rollout.weight, d.rollout.mirror) == (Phase.PROGRESSING, 0, 10, 0.0)
     assert d.rollout.message == "policy updated; the shadow phase was removed; step 1/3: 10% of live traffic to v2"
+    assert d.rollout.updated_at == d.rollout.step_started_at == d.events[0].at == T0 + 100
 
 
 def test_restart_starts_again_from_pending():
