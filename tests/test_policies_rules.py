@@ -213,3 +213,24 @@ def test_every_rule_runs_in_order_and_malformed_documents_are_quiet():
     assert len(RULES) == 6
     for junk in (None, [], "spec", {"spec": None}, {"spec": []}, {"spec": {"analysis": {"slos": {}}}}):
         assert cross_field_errors(junk) == []
+
+
+def test_a_malformed_entry_does_not_stop_the_checks_after_it():
+    doc = {"spec": {"stable": {"endpoints": ["bad", "10.0.0.1:80", "10.0.0.1:80"]}}}
+    assert cross_field_errors(doc) == [(("spec", "stable", "endpoints", 2),
+                                        "10.0.0.1:80 is listed twice (first at endpoints[1]); give it a weight with @N instead")]
+    doc = slos({"metric": "latency"}, {"metric": "error-rate", "maxIncrease": 0.01}, {"metric": "error-rate", "maxIncrease": 0.02})
+    assert cross_field_errors(doc) == [(slo_loc(2), "duplicates slos[1] (same metric); keep one")]
+
+
+def test_tpot_slos_are_keyed_by_quantile_too():
+    doc = slos({"metric": "tpot", "quantile": 0.5, "maxIncrease": 0.1}, {"metric": "tpot", "quantile": 0.9, "maxIncrease": 0.1},
+               {"metric": "tpot", "quantile": 0.5, "max": 30})
+    assert cross_field_errors(doc) == []
+    doc = slos({"metric": "tpot", "quantile": 0.5, "maxIncrease": 0.1}, {"metric": "tpot", "quantile": 0.5, "maxIncrease": 0.2})
+    assert cross_field_errors(doc) == [(slo_loc(1), "duplicates slos[0] (same metric and quantile); keep one")]
+
+
+def test_domains_fold_case_the_way_envoy_compares_them():
+    # "STRASSE" upper-cases the same as "straße", but the two are different host names: no duplicate.
+    assert cross_field_errors({"spec": {"service": {"domains": ["straße.example", "STRASSE.example"]}}}) == []
