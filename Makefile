@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 ISTIO_SCHEMAS := tests/istio_schemas
 
-.PHONY: venv sysdeps nodedeps test demo protos bench clean
+.PHONY: venv sysdeps nodedeps test demo protos bench mutate clean
 
 venv: $(STAMP)
 
@@ -66,5 +66,22 @@ bench: venv
 	$(BIN)/python bench/analysis_sim.py --quick
 	$(BIN)/python bench/failover.py --runs 5
 
+# Mutation testing of the pure modules (not part of `make test`: tens of minutes). MUTATE_SAMPLE mutants
+# per module at random (seeded by MUTATE_SEED; 0 = all), MUTATE_MODULES=machine,rules,units,sequential,streams.
+# Writes bench/mutation-report.md; scratch copies go to build/mutate/.
+MUTATE_SAMPLE ?= 60
+MUTATE_SEED ?= 15
+MUTATE_MODULES ?=
+MUTATE_JOBS ?= 2
+MUTATE_STAMP := $(VENV)/.installed-mutate
+
+$(MUTATE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,mutate]'
+	touch $@
+
+mutate: venv $(MUTATE_STAMP)
+	MUTATE_SAMPLE=$(MUTATE_SAMPLE) MUTATE_SEED=$(MUTATE_SEED) MUTATE_MODULES=$(MUTATE_MODULES) MUTATE_JOBS=$(MUTATE_JOBS) \
+	  nice -n 15 $(BIN)/python -m devtools.mutate
+
 clean:
-	rm -rf $(VENV) .pytest_cache $(ISTIO_SCHEMAS)/node_modules
+	rm -rf $(VENV) .pytest_cache $(ISTIO_SCHEMAS)/node_modules build/mutate

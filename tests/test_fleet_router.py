@@ -31,6 +31,33 @@ def test_the_document_carries_fleet_revisions_and_round_trips():
     assert back["echo"].routing == desired["echo"].routing and back["echo"].group == "*"
 
 
+def test_latency_aware_tuning_reaches_every_replica_and_its_balancer():
+    """Every replica balances its own proxies: the tuning travels in the routing document, and a follower's
+    xDS router, given only that document, names the service and its endpoints to its balancer."""
+    import dataclasses
+
+    from control_plane.routing.xds_router import XdsRouter
+    from policies.model import LatencyAware
+    from xds.cache import SnapshotCache
+    from xds.status import StatusRegistry
+
+    tuning = LatencyAware(signal="queue-depth", min_share=0.1)
+    desired = {"echo": dataclasses.replace(state("echo", 3), balancing=tuning), "chat": state("chat", 7)}
+    back = decode_desired(encode_desired(desired, {}), mod_revision=9)
+    assert back["echo"].balancing == tuning and back["chat"].balancing is None
+    del back["chat"]  # (both claim the same domain: one service per router here)
+
+    follower = XdsRouter(SnapshotCache(), StatusRegistry())
+    assert follower.balanced_services() == []
+
+    import asyncio
+
+    asyncio.run(follower.apply(back))
+    [balanced] = follower.balanced_services()
+    assert balanced.service == "echo" and balanced.settings == tuning
+    assert balanced.versions == {"v1": ("127.0.0.1:8081",)}
+
+
 def test_converged_only_when_every_replica_with_proxies_runs_the_revision():
     reports = [report("a", proxies=2), report("b", proxies=3), report("c", proxies=0, state=WAITING)]
     status = aggregate("echo", 3, 100, reports)
