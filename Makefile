@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 ISTIO_SCHEMAS := tests/istio_schemas
 
-.PHONY: venv sysdeps nodedeps test demo protos bench clean
+.PHONY: venv sysdeps nodedeps test demo protos bench mutate clean
 
 venv: $(STAMP)
 
@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml
 
 # Regenerate the protobuf-upb wire modules from our own small .proto files.
 protos: venv
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto xds/wire/otlp_logs.proto devtools/model_servers/wire/oip.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto xds/wire/otlp_logs.proto devtools/model_servers/wire/oip.proto control_plane/etcd/wire/etcd.proto
 
-# System services the end-to-end tests run for real (Prometheus, from Debian).
+# System services the end-to-end tests run for real (Prometheus and etcd, from Debian).
 # As root it installs what is missing; otherwise the tests that need it say so
 # (and fail under CI=true).
 sysdeps:
@@ -31,6 +31,12 @@ sysdeps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "note: prometheus is not installed and this is not root: its tests will skip (fail under CI=true)"; fi; }
+	@command -v etcd >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing etcd (Debian packages etcd-server, etcd-client)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null; \
+	  else echo "note: etcd is not installed and this is not root: its tests will skip (fail under CI=true)"; fi; }
 
 # Istio's CRD schemas for the Istio tests (npm @kubernetes-models/istio, pinned by the lock file).
 # As root it installs Debian's nodejs/npm if missing; otherwise those tests say so (and fail under CI=true).
@@ -58,6 +64,24 @@ bench: venv
 	$(BIN)/python bench/xds_fanout.py --proxies 1000
 	$(BIN)/python bench/als_decode.py
 	$(BIN)/python bench/analysis_sim.py --quick
+	$(BIN)/python bench/failover.py --runs 5
+
+# Mutation testing of the pure modules (not part of `make test`: tens of minutes). MUTATE_SAMPLE mutants
+# per module at random (seeded by MUTATE_SEED; 0 = all), MUTATE_MODULES=machine,rules,units,sequential,streams.
+# Writes bench/mutation-report.md; scratch copies go to build/mutate/.
+MUTATE_SAMPLE ?= 60
+MUTATE_SEED ?= 15
+MUTATE_MODULES ?=
+MUTATE_JOBS ?= 2
+MUTATE_STAMP := $(VENV)/.installed-mutate
+
+$(MUTATE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,mutate]'
+	touch $@
+
+mutate: venv $(MUTATE_STAMP)
+	MUTATE_SAMPLE=$(MUTATE_SAMPLE) MUTATE_SEED=$(MUTATE_SEED) MUTATE_MODULES=$(MUTATE_MODULES) MUTATE_JOBS=$(MUTATE_JOBS) \
+	  nice -n 15 $(BIN)/python -m devtools.mutate
 
 clean:
-	rm -rf $(VENV) .pytest_cache $(ISTIO_SCHEMAS)/node_modules
+	rm -rf $(VENV) .pytest_cache $(ISTIO_SCHEMAS)/node_modules build/mutate

@@ -846,6 +846,7 @@ async def server_main(args) -> None:
                 "gc_ms": gc_stats["ms"],
                 "gc_runs": list(gc_stats["runs"]),
                 "threads": _sched_delta(sched0, sched1),
+                **({"lat_ms": lat} if cmd.get("raw") else {}),
             })
     if profiler is not None:
         import io
@@ -940,24 +941,34 @@ def orchestrate(args) -> int:
             # The server's asyncio thread gets CPU 0 to itself; gRPC core threads and clients share the rest.
             client_cpus = set(cpus[1:])
             pin_args = ["--pin-loop", str(cpus[0]), "--pin-others", ",".join(map(str, cpus[1:]))]
+    replicas = args.replicas
+    k = max(k, replicas)
+    k += (-k) % replicas  # every server gets the same number of client processes
     try:
-        server = Child("server", me + ["--role", "server", "--services", str(args.services),
-                                       "--server-impl", args.server_impl] + (["--delta"] if args.delta else [])
-                       + (["--profile", args.profile] if args.profile else [])
-                       + (["--gc-freeze"] if args.gc_freeze else []) + pin_args)
-        children.append(server)
-        hello = server.recv(60)
-        port, rss_before = hello["port"], hello["rss_kb"]
-        log(f"server pid {hello['pid']} on :{port}, RSS {rss_before / 1024:.1f} MB, version {hello['version']}")
+        servers = []
+        for j in range(replicas):
+            servers.append(Child(f"server{j}", me + ["--role", "server", "--services", str(args.services),
+                                                     "--server-impl", args.server_impl] + (["--delta"] if args.delta else [])
+                                 + (["--profile", f"{args.profile}.{j}"] if args.profile else [])
+                                 + (["--gc-freeze"] if args.gc_freeze else []) + pin_args))
+        children.extend(servers)
+        hellos = [server.recv(60) for server in servers]
+        hello = hellos[0]
+        ports = [h["port"] for h in hellos]
+        rss_before = sum(h["rss_kb"] for h in hellos)
+        for h in hellos:
+            log(f"server pid {h['pid']} on :{h['port']}, RSS {h['rss_kb'] / 1024:.1f} MB, version {h['version']}")
 
         clients = []
         per = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        share = [0] * replicas  # proxies per server
         first = 0
         for i, count in enumerate(per):
-            argv = me + ["--role", "client", "--port", str(port), "--first", str(first), "--count", str(count),
-                         "--connect-batch", str(args.connect_batch), "--client-impl", args.client_impl]
+            argv = me + ["--role", "client", "--port", str(ports[i % replicas]), "--first", str(first), "--count",
+                         str(count), "--connect-batch", str(args.connect_batch), "--client-impl", args.client_impl]
             argv += ["--delta"] if args.delta else []
             clients.append(Child(f"client{i}", argv, cpus=client_cpus))
+            share[i % replicas] += count
             first += count
         children.extend(clients)
         for c in clients:
@@ -967,16 +978,19 @@ def orchestrate(args) -> int:
         t0 = time.perf_counter()
         for c in clients:
             c.send({"cmd": "go"})
-        server.send({"cmd": "wait", "n": n, "timeout": args.connect_timeout})
-        status = server.recv(args.connect_timeout + 30)
+        for server, want in zip(servers, share):
+            server.send({"cmd": "wait", "n": want, "timeout": args.connect_timeout})
+        statuses = [server.recv(args.connect_timeout + 30) for server in servers]
         connect_s = time.perf_counter() - t0
-        if status["converged"] < n:
-            raise RuntimeError(f"only {status['converged']}/{n} proxies converged ({status['connected']} connected) "
-                               f"after {args.connect_timeout} s")
-        log(f"all {n} connected and converged in {connect_s:.2f} s")
+        converged = sum(st["converged"] for st in statuses)
+        if converged < n:
+            raise RuntimeError(f"only {converged}/{n} proxies converged "
+                               f"({sum(st['connected'] for st in statuses)} connected) after {args.connect_timeout} s")
+        log(f"all {n} connected and converged in {connect_s:.2f} s ({replicas} server process(es): {share})")
         time.sleep(args.settle)
-        server.send({"cmd": "rss"})
-        rss_after = server.recv(30)["rss_kb"]
+        for server in servers:
+            server.send({"cmd": "rss"})
+        rss_after = sum(server.recv(30)["rss_kb"] for server in servers)
 
         our_pids = [c.proc.pid for c in children]
         wait_quiet(args.wait_quiet, our_pids)
@@ -993,8 +1007,9 @@ def orchestrate(args) -> int:
                 wait_quiet(args.wait_quiet, our_pids)  # samples 1 s: also the pause between pushes
             cpu0 = _clients_cpu(clients)
             mc0 = machine_cpu(our_pids)
-            server.send({"cmd": "push", "weight": weight, "timeout": args.push_timeout})
-            res = server.recv(args.push_timeout + 60)
+            for server in servers:  # as every replica's routing watch fires: all at once
+                server.send({"cmd": "push", "weight": weight, "timeout": args.push_timeout, "raw": True})
+            res = _merge([server.recv(args.push_timeout + 60) for server in servers])
             res["background_cpu_pct"] = background_pct(mc0, machine_cpu(our_pids))
             time.sleep(0.2)  # let the clients finish their last ACK writes
             res["client_cpu_s"] = _clients_cpu(clients) - cpu0
@@ -1033,8 +1048,9 @@ def orchestrate(args) -> int:
             except subprocess.TimeoutExpired:
                 spy.kill()
             log(f"py-spy samples (collapsed stacks, server, push phase only) in {args.pyspy}")
-        server.send({"cmd": "disconnects"})  # before the clients go away
-        disconnects = server.recv(30)["disconnects"]
+        for server in servers:
+            server.send({"cmd": "disconnects"})  # before the clients go away
+        disconnects = sum(server.recv(30)["disconnects"] for server in servers)
         errors: dict[str, int] = {}
         client_cpu = 0.0
         for c in clients:
@@ -1044,8 +1060,10 @@ def orchestrate(args) -> int:
             client_cpu += final["cpu_s"]
             for code, count in final["errors"].items():
                 errors[code] = errors.get(code, 0) + count
-        server.send({"cmd": "stop"})
-        server.recv(60)
+        for server in servers:
+            server.send({"cmd": "stop"})
+        for server in servers:
+            server.recv(60)
 
         result = {
             "bench": "xds_fanout",
@@ -1059,6 +1077,9 @@ def orchestrate(args) -> int:
             "server_rss_mb": round(rss_after / 1024, 1),
             "rss_kb_per_proxy": round((rss_after - rss_before) / n, 1),
             "server_cpu_s": round(median([r["cpu_s"] for r in runs]), 3),
+            "server_cpu_us_per_proxy": round(median([r["cpu_s"] for r in runs]) / n * 1e6, 1),
+            "replicas": replicas,
+            "push_skew_ms": round(median([r["skew_ms"] for r in runs]), 2),
             "clients_cpu_s": round(median([r["client_cpu_s"] for r in runs]), 3),
             "connect_s": round(connect_s, 2),
             "cancelled_streams": sum(errors.values()),
@@ -1074,16 +1095,67 @@ def orchestrate(args) -> int:
             "pinned": bool(args.pin),
             "gc_freeze": bool(args.gc_freeze),
         }
-        emit(result)
-        return 0
+        return result
     finally:
         for c in children:
             c.kill()
 
 
+def compare_impls(args, n: int, impls: list[str]) -> None:
+    """``--server-impl weir,floor``: the servers alternate for ``--rounds`` rounds in one run; one line each, then the ratio.
+
+    Alternating keeps slow drifts of the shared machine (other processes, thermal)
+    out of the comparison; the summary compares medians over the rounds.
+    """
+    results: dict[str, list[dict]] = {impl: [] for impl in impls}
+    for r in range(args.rounds):
+        for impl in impls:
+            case = argparse.Namespace(**{**vars(args), "proxies": n, "replicas": 1, "server_impl": impl})
+            result = orchestrate(case)
+            result["round"] = r + 1
+            results[impl].append(result)
+            emit(result)
+    first, base = impls[0], impls[-1]
+    summary = {"bench": "xds_fanout_compare", "proxies": n, "rounds": args.rounds, "client_impl": args.client_impl}
+    for impl in impls:
+        summary[f"{impl}_p99_ms"] = round(median([x["p99_ms"] for x in results[impl]]), 1)
+        summary[f"{impl}_p50_ms"] = round(median([x["p50_ms"] for x in results[impl]]), 1)
+        summary[f"{impl}_server_cpu_s"] = round(median([x["server_cpu_s"] for x in results[impl]]), 3)
+    summary["p99_ratio"] = round(summary[f"{first}_p99_ms"] / summary[f"{base}_p99_ms"], 3)
+    summary["cpu_ratio"] = round(summary[f"{first}_server_cpu_s"] / summary[f"{base}_server_cpu_s"], 3)
+    summary["per_round_p99_ratio"] = [round(a["p99_ms"] / b["p99_ms"], 3)
+                                      for a, b in zip(results[first], results[base])]
+    summary["background_cpu_pct"] = round(median([x["background_cpu_pct"] for v in results.values() for x in v]), 1)
+    emit(summary)
+
+
+def _merge(results: list[dict]) -> dict:
+    """One push seen by several server processes: latencies pooled, CPU and GC added up."""
+    if len(results) == 1:
+        return {**results[0], "skew_ms": 0.0}
+    lat = sorted(x for r in results for x in r["lat_ms"])
+    out = dict(results[0])
+    t0s = [r["t0"] for r in results]
+    out.update({
+        "expected": sum(r["expected"] for r in results), "acked": len(lat), "t0": min(t0s),
+        "skew_ms": (max(t0s) - min(t0s)) * 1000.0,
+        "min_ms": lat[0] if lat else float("nan"), "p50_ms": percentile(lat, 50), "p90_ms": percentile(lat, 90),
+        "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else float("nan"),
+        "set_snapshot_ms": max(r["set_snapshot_ms"] for r in results),
+        "wall_ms": max(r["wall_ms"] for r in results),
+        **{key: sum(r[key] for r in results) for key in ("cpu_s", "user_s", "sys_s", "rss_kb", "gc_ms")},
+        "gc_runs": [sum(r["gc_runs"][g] for r in results) for g in range(3)],
+        "threads": [dict(t, thread=f"s{j}:{t['thread']}") for j, r in enumerate(results) for t in r["threads"]],
+    })
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--proxies", type=int, default=1000)
+    p.add_argument("--proxies", default="1000", help="fleet size; comma-separated for several cases in one run")
+    p.add_argument("--replicas", default="1",
+                   help="server processes the proxies are spread over (Weir replicas); comma-separated, e.g. 1,2: "
+                        "each fleet size is measured with each, in the same run, and the ratio reported")
     p.add_argument("--delta", action="store_true", help="incremental ADS instead of state-of-the-world")
     p.add_argument("--client-procs", type=int, default=0, help=f"default: ceil(N/{STREAMS_PER_CLIENT}), at least 2")
     p.add_argument("--services", type=int, default=1, help="services (one listener/route config each)")
@@ -1091,8 +1163,10 @@ def main() -> int:
     p.add_argument("--profile", metavar="FILE", help="cProfile the server during the pushes; pstats dump to FILE")
     p.add_argument("--client-impl", choices=("grpc", "h2"), default="grpc",
                    help="grpc: grpc.aio channels (default); h2: minimal HTTP/2 client, far less client CPU")
-    p.add_argument("--server-impl", choices=("weir", "floor"), default="weir",
-                   help="floor: a bare grpc.aio ADS stand-in (no xDS logic) to measure the gRPC cost floor")
+    p.add_argument("--server-impl", default="weir",
+                   help="weir (default) or floor: a bare grpc.aio ADS stand-in (no xDS logic), the gRPC cost floor; "
+                        "weir,floor alternates both for --rounds rounds in one run and reports the ratio")
+    p.add_argument("--rounds", type=int, default=3, help="with --server-impl weir,floor: rounds of each (default 3)")
     p.add_argument("--pin", action="store_true",
                    help="experiment: the server's event-loop thread alone on the first CPU, "
                         "its gRPC core threads and the clients on the others")
@@ -1123,7 +1197,24 @@ def main() -> int:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return orchestrate(args)
+        impls = str(args.server_impl).split(",")
+        if set(impls) - {"weir", "floor"}:
+            p.error(f"--server-impl: expected weir, floor or weir,floor (got {args.server_impl!r})")
+        for n in [int(x) for x in str(args.proxies).split(",")]:
+            if len(impls) > 1:
+                compare_impls(args, n, impls)
+                continue
+            baseline = None
+            for replicas in [int(x) for x in str(args.replicas).split(",")]:
+                case = argparse.Namespace(**{**vars(args), "proxies": n, "replicas": replicas})
+                result = orchestrate(case)
+                if baseline is None:
+                    baseline = result
+                else:
+                    result["p99_ratio_vs_first"] = round(result["p99_ms"] / baseline["p99_ms"], 3)
+                    result["cpu_ratio_vs_first"] = round(result["server_cpu_s"] / baseline["server_cpu_s"], 3)
+                emit(result)
+        return 0
     except KeyboardInterrupt:
         log("interrupted")
         return 130

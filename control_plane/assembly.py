@@ -26,8 +26,10 @@ from .api.metrics import Metrics
 from .balancing.balancer import LatencyAwareBalancer
 from .rollouts.engine import Engine
 from .rollouts.webhooks import WebhookClient
+from .routing.protocol import TrafficRouter
 from .routing.xds_router import XdsRouter
 from .store import SQLiteStore
+from .store.protocol import Store
 
 
 def build_analyzer(spec: str | None, access_log=None, envoy_stats=None) -> Analyzer:
@@ -53,25 +55,106 @@ def build_analyzer(spec: str | None, access_log=None, envoy_stats=None) -> Analy
 
 
 @dataclass
-class ControlPlane:
+class Serving:
+    """What every Weir process runs for the Envoys connected to it, leader or not.
+
+    xDS with the access-log services on the same port, the proxies' status,
+    the analysis sources fed by them, the xDS router that serves desired
+    routing, and the latency-aware balancer (each process balances the
+    proxies that report to it, from their own access logs).
+    """
+
     registry: StatusRegistry
     cache: SnapshotCache
     access_log: AccessLogSource
     envoy_stats: EnvoyStatsSource | None
+    analyzer: Analyzer
     xds: XdsServer
     xds_port: int
-    store: SQLiteStore
-    router: XdsRouter
-    engine: Engine
-    metrics: Metrics
+    xds_router: XdsRouter
     balancer: LatencyAwareBalancer
 
     async def stop(self) -> None:
         await self.balancer.stop()
-        await self.engine.stop()
         if self.envoy_stats is not None:
             await self.envoy_stats.stop()
         await self.xds.stop()
+
+
+async def start_serving(
+    registry: StatusRegistry,
+    *,
+    xds_host: str = "127.0.0.1",
+    xds_port: int = 0,
+    analyzer: str | None = "sources",
+    listen_address: str = "0.0.0.0",
+    envoy_admins: Iterable[str] = (),
+    xds_credentials: grpc.ServerCredentials | None = None,
+    balance_tick_s: float = 0.25,
+    balance: bool = True,
+) -> Serving:
+    """Bind xDS and start the parts of :class:`Serving` (``balance=False``: another data plane balances)."""
+    # A proxy gone from xDS too was scaled in, not cut off: its ended access-log
+    # stream is no gap in the evidence (otherwise every pass stays inconclusive).
+    access_log = AccessLogSource(proxies_alive=lambda: {p.node_id for p in registry.proxies()})
+    admins = list(envoy_admins)
+    envoy_stats = EnvoyStatsSource(admins) if admins else None
+    chosen = build_analyzer(analyzer, access_log, envoy_stats)
+    cache = SnapshotCache()
+    # Envoy reaches both ADS and the access-log services through the bootstrap's weir_control_plane cluster.
+    xds = XdsServer(cache, registry, extra_handlers=access_log.handlers(), credentials=xds_credentials)
+    bound = await xds.start(xds_host, xds_port)
+    try:
+        if envoy_stats is not None:
+            await envoy_stats.start()
+        xds_router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
+        # Latency-aware services: per-replica estimates from the access log -> EDS endpoint weights.
+        balancer = LatencyAwareBalancer(xds_router, xds_router.balanced_services, tick_s=balance_tick_s)
+        access_log.entry_listeners.append(balancer.on_entries)
+        if balance:
+            balancer.start()
+    except BaseException:
+        await xds.stop()
+        raise
+    return Serving(registry, cache, access_log, envoy_stats, chosen, xds, bound, xds_router, balancer)
+
+
+async def connect_router(router: str, local: TrafficRouter, *, istio_namespace: str = "default",
+                         istio_gateways: tuple[str, ...] = ()) -> TrafficRouter:
+    """The engine's router: ``local`` (xDS) or the Istio router (Weir writes VirtualServices)."""
+    if router == "xds":
+        return local
+    if router == "istio":
+        # control_plane/mesh/istio/router.py
+        from .mesh.istio.render import IstioOptions
+        from .mesh.istio.router import IstioRouter
+
+        return await IstioRouter.connect(IstioOptions(namespace=istio_namespace, gateways=istio_gateways))
+    raise ValueError(f"--router: expected xds or istio (got {router!r})")
+
+
+@dataclass
+class ControlPlane:
+    """One replica: :class:`Serving` plus the SQLite store and the engine."""
+
+    serving: Serving
+    store: Store
+    engine: Engine
+    metrics: Metrics
+
+    # The parts callers reach for, by their usual names.
+    registry = property(lambda self: self.serving.registry)
+    cache = property(lambda self: self.serving.cache)
+    access_log = property(lambda self: self.serving.access_log)
+    envoy_stats = property(lambda self: self.serving.envoy_stats)
+    xds = property(lambda self: self.serving.xds)
+    xds_port = property(lambda self: self.serving.xds_port)
+    router = property(lambda self: self.serving.xds_router)
+    balancer = property(lambda self: self.serving.balancer)
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+        await self.serving.stop()
         await self.store.close()
 
 
@@ -91,58 +174,29 @@ async def start_control_plane(
     istio_namespace: str = "default",
     istio_gateways: tuple[str, ...] = (),
 ) -> ControlPlane:
-    """Start xDS (with the access-log service on the same port), the store, the router and the engine."""
-    registry = StatusRegistry()
-    # A proxy gone from xDS too was scaled in, not cut off: its ended access-log
-    # stream is no gap in the evidence (otherwise every pass stays inconclusive).
-    access_log = AccessLogSource(proxies_alive=lambda: {p.node_id for p in registry.proxies()})
-    admins = list(envoy_admins)
-    envoy_stats = EnvoyStatsSource(admins) if admins else None
-    chosen = build_analyzer(analyzer, access_log, envoy_stats)
-    cache = SnapshotCache()
-    # Envoy reaches both ADS and the access-log service through the
-    # bootstrap's weir_control_plane cluster.
+    """Start xDS (with the access-log services on the same port), the store, the router and the engine."""
+    if router not in ("xds", "istio"):
+        raise ValueError(f"--router: expected xds or istio (got {router!r})")
     # The store first: a corrupt or unusable file stops the start before any port is taken.
     store = await asyncio.to_thread(SQLiteStore, db)  # opening runs quick_check: disk work, off the loop
-    xds = XdsServer(cache, registry, extra_handlers=access_log.handlers(), credentials=xds_credentials)
     try:
-        bound = await xds.start(xds_host, xds_port)
+        # With Istio the mesh balances within a subset: no endpoint weights.
+        serving = await start_serving(
+            StatusRegistry(), xds_host=xds_host, xds_port=xds_port, analyzer=analyzer, listen_address=listen_address,
+            envoy_admins=envoy_admins, xds_credentials=xds_credentials, balance_tick_s=balance_tick_s,
+            balance=router == "xds",
+        )
     except BaseException:
         await store.close()
         raise
     try:
-        if envoy_stats is not None:
-            await envoy_stats.start()
+        chosen_router = await connect_router(router, serving.xds_router, istio_namespace=istio_namespace,
+                                             istio_gateways=istio_gateways)
         metrics = Metrics()
-        xds_router = XdsRouter(cache, registry, listen_address=listen_address, access_log_cluster=CONTROL_PLANE_CLUSTER)
-        if router == "istio":
-            # Weir writes VirtualServices instead of serving Envoy (control_plane/mesh/istio/router.py)
-            from .mesh.istio.render import IstioOptions
-            from .mesh.istio.router import IstioRouter
-
-            chosen_router = await IstioRouter.connect(IstioOptions(namespace=istio_namespace, gateways=istio_gateways))
-        elif router == "xds":
-            chosen_router = xds_router
-        else:
-            raise ValueError(f"--router: expected xds or istio (got {router!r})")
-        engine = Engine(store, chosen_router, chosen, tick_s=tick_s, observer=metrics, webhooks=webhooks)
+        engine = Engine(store, chosen_router, serving.analyzer, tick_s=tick_s, observer=metrics, webhooks=webhooks)
         await engine.start()
-        # Latency-aware services: per-replica estimates from the access log -> EDS endpoint weights
-        # (the xDS router's; with Istio the mesh balances).
-        balancer = LatencyAwareBalancer(xds_router if router == "xds" else _NoWeights(), engine.balanced_services,
-                                        tick_s=balance_tick_s)
-        access_log.entry_listeners.append(balancer.on_entries)
-        if router == "xds":
-            balancer.start()
     except BaseException:
-        await xds.stop()
+        await serving.stop()
         await store.close()
         raise
-    return ControlPlane(registry, cache, access_log, envoy_stats, xds, bound, store, xds_router, engine, metrics, balancer)
-
-
-class _NoWeights:
-    """A router that takes no endpoint weights (Istio balances within a subset itself)."""
-
-    async def set_endpoint_weights(self, service: str, version: str, weights) -> None:
-        return None
+    return ControlPlane(serving, store, engine, metrics)

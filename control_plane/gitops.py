@@ -7,6 +7,9 @@ no-op, one whose ``stable`` is not live is refused with the live version
 named. A bad file is reported and changes nothing; the last good state stays.
 Reading, hashing and parsing happen off the event loop (a large file must not stall xDS),
 and a file over :data:`MAX_POLICY_BYTES` (the API's body limit) is refused unread.
+With several replicas (docs/ha.md) every replica may watch the same directory:
+a replica that does not lead is refused and tries the file again at the next
+scan, so whichever replica leads applies it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pathlib import Path
 
 from policies import PolicyValidationError, parse_policy
 
-from .errors import WeirError
+from .errors import Unavailable, WeirError
 from .rollouts.engine import Engine
+from .store.protocol import NotLeader
 
 log = logging.getLogger("weir.gitops")
 
@@ -83,6 +87,13 @@ class PolicyDirectory:
             applied = await self.engine.apply(policy)
         except PolicyValidationError as err:
             log.error("%s: not applied:\n%s", path, err)
+            return
+        except Unavailable as err:
+            # Another replica leads (it applies the same directory), or the store is down:
+            # look again at the next scan, so this replica applies it once it can.
+            self._seen.pop(path, None)
+            log.log(logging.DEBUG if isinstance(err, NotLeader) else logging.WARNING, "%s: not applied now: %s",
+                    path, err)
             return
         except WeirError as err:
             log.error("%s: not applied: %s", path, err)

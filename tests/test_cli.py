@@ -278,9 +278,12 @@ def test_watch_follows_until_terminal(make_server, policy_file, capsys):
     capsys.readouterr()
 
     async def drive():
-        for _ in range(20):
-            await asyncio.sleep(0.03)
+        # Each state lasts many polls (0.3 s vs 0.02 s), and the first tick waits for the watcher to start,
+        # so a busy machine does not make it miss one.
+        await asyncio.sleep(1.0)
+        for _ in range(10):
             await server.engine.tick()
+            await asyncio.sleep(0.3)
 
     future = asyncio.run_coroutine_threadsafe(drive(), server.loop)
     assert weir(server, "get", "echo", "--watch", "--interval", "0.02", token=VIEWER_TOKEN) == 0

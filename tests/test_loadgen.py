@@ -109,7 +109,11 @@ async def test_per_version_split_follows_the_answering_backend(serve):
                                arrival="uniform", on_record=on_record)
     per = result.summary()["per_version"]
     assert set(per) == {"v1", "v2"} and per["v1"]["requests"] + per["v2"]["requests"] == 300
-    assert per["v1"]["errors"] == 0 and per["v2"]["ok"] == 0 and per["v2"]["requests"] >= 150
+    # Requests sent before the switch may still be answered by v1 (how many depends on the machine's load):
+    # what must hold is that every v1 answer succeeded, every v2 answer failed, and the first 100 were v1.
+    assert per["v1"]["errors"] == 0 and per["v2"]["ok"] == 0
+    assert per["v1"]["requests"] >= 100 and per["v2"]["requests"] >= 1
+    assert all(r.model_version == "v1" for r in result.records if r.index < 100)
 
 
 async def test_arrivals_beyond_max_in_flight_are_dropped_not_queued(serve):

@@ -89,7 +89,16 @@ def errors_of(text: str, source: str | None = None) -> list[PolicyError]:
 
 
 def test_base_is_valid() -> None:
-    parse_policy(BASE)
+    # Every case below edits this text; each of its sections must have been read as written.
+    policy = parse_policy(BASE)
+    spec = policy.spec
+    assert policy.metadata.name == "sentiment"
+    assert (spec.stable.version, spec.canary.version, spec.service.port) == ("v1", "v2", 10000)
+    assert [s.weight for s in spec.strategy.canary.steps] == [5, 25, 50, None, 100]
+    assert spec.strategy.canary.steps[3].is_pause
+    assert [s.metric for s in spec.analysis.slos] == ["error-rate", "latency"]
+    assert spec.deadline.total_seconds() == 7200 and spec.analysis.alpha == 0.01
+    assert validate_policy_data(policy.model_dump(mode="json", by_alias=True, exclude_none=True)) == policy  # and reads back
 
 
 # (old text, new text, expected path, message fragment, line needle (default: first line of `new`))

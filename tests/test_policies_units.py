@@ -256,3 +256,97 @@ def test_fraction_canonical_form_round_trips(value: float) -> None:
     from policies.units import format_fraction
 
     assert parse_fraction(format_fraction(value)) == value
+
+
+# ---------------------------------------------------------------------------
+# the exact words and the edges (mutation testing found these unchecked)
+# ---------------------------------------------------------------------------
+
+HINT = "expected a duration such as 500ms, 30s, 10m, 2h or 1h30m"
+
+
+def test_a_timedelta_is_taken_as_it_is() -> None:
+    # The API and the typed model pass timedeltas through the same reader.
+    for value in (timedelta(0), timedelta(microseconds=1), timedelta(hours=3, milliseconds=7), timedelta(days=400)):
+        assert parse_duration(value) is value
+    with pytest.raises(ValueError) as info:
+        parse_duration(timedelta(microseconds=-1))
+    assert str(info.value) == "must not be negative"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, f'{HINT} (got true)'),
+        (None, f"{HINT} (got nothing (null))"),
+        ([1], f"{HINT} (got a list)"),
+        (30, f"{HINT}; add a unit, e.g. 30s (got the bare number 30)"),
+        (1.5, f"{HINT}; add a unit, e.g. 1.5s (got the bare number 1.5)"),
+        ("30m1h", f'{HINT}: give each unit once, largest first, e.g. 1h30m (got "30m1h")'),
+        ("1s1s", f'{HINT}: give each unit once, largest first, e.g. 1h30m (got "1s1s")'),
+        ("10 m", f'{HINT} (got "10 m")'),
+        ("", f'{HINT} (got an empty string "")'),
+        ("1h30", f'{HINT} (got "1h30")'),
+        ("0.0000001s", 'must be a whole number of microseconds (got "0.0000001s")'),
+        ("999999999999h", 'is too long to represent (got "999999999999h")'),
+    ],
+)
+def test_duration_errors_say_exactly_what_was_found(value: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(value)
+    assert str(info.value) == message
+
+
+def test_units_in_order_and_every_unit_first() -> None:
+    # Each unit may come first (ranks start below h); each counts with its own factor.
+    assert [parse_duration(t) for t in ("1h", "1m", "1s", "1ms", "1h1ms", "1m1s")] == [
+        timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1), timedelta(milliseconds=1),
+        timedelta(hours=1, milliseconds=1), timedelta(seconds=61)]
+
+
+def test_format_duration_refuses_negative_durations() -> None:
+    with pytest.raises(ValueError) as info:
+        format_duration(timedelta(seconds=-1))
+    assert str(info.value) == "durations in policies are never negative"
+    assert format_duration(timedelta(microseconds=1)) == "0.001ms"
+    assert format_duration(timedelta(days=1, minutes=1, milliseconds=20)) == "24h1m20ms"
+
+
+def test_format_fraction_writes_one_as_a_number_and_more_as_percent() -> None:
+    from policies.units import format_fraction
+
+    # Up to 1 the fraction itself (1.0 is 100%, still a valid bare fraction); above 1 a percent string.
+    assert format_fraction(1.0) == 1.0 and isinstance(format_fraction(1.0), float)
+    assert format_fraction(0.0) == 0.0 and format_fraction(0.25) == 0.25
+    assert format_fraction(1.5) == "150%"
+    assert format_fraction(1.000001) == "100.0001%"
+    assert format_fraction(12.0) == "1200%"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "expected a percentage such as 10% or a fraction such as 0.1 (got true)"),
+        (None, "expected a percentage such as 10% or a fraction such as 0.1 (got nothing (null))"),
+        ({}, "expected a percentage such as 10% or a fraction such as 0.1 (got an empty mapping {})"),
+        (float("nan"), "must be a finite number (got nan)"),
+        (float("inf"), "must be a finite number (got inf)"),
+        (-0.5, "must not be negative (got -0.5)"),
+        (5, "a bare number is a fraction (0.1 means 10%), so 5 would mean 500%; write 5% if you meant percent"),
+        (1.25, "a bare number is a fraction (0.1 means 10%), so 1.25 would mean 125%; write 1.25% if you meant percent"),
+        ("0.005", 'expected a percentage such as 10% or a fraction such as 0.1 (got "0.005"); '
+                  "write the fraction without quotes (0.005) or the percent with a % sign (0.5%)"),
+        ("lots", 'expected a percentage such as 10% or a fraction such as 0.1 (got "lots")'),
+        ("10 %", 'expected a percentage such as 10% or a fraction such as 0.1 (got "10 %")'),
+    ],
+)
+def test_fraction_errors_say_exactly_what_was_found(value: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_fraction(value)
+    assert str(info.value) == message
+
+
+def test_fraction_edges() -> None:
+    assert parse_fraction(1) == 1.0 and parse_fraction(0) == 0.0  # both ends of a bare fraction
+    assert parse_fraction(" 250% ") == 2.5  # a percent string may pass 100%
+    assert parse_fraction("0.5%") == 0.005

@@ -356,3 +356,285 @@ def test_disconnected_proxy_history_does_not_keep_streams_alive(env):
     gc.collect()
     assert ref() is None
     assert status.to_json()["acked"]["cds"] == {"a": cache.snapshot("*").resources[CLUSTER]["a"].version}
+
+
+def test_a_proxy_reconnecting_with_an_older_version_keeps_the_clusters_its_routes_use(env):
+    """Make-before-break across streams: a proxy that moves to a replica with newer routing (or reconnects
+    after a change) still runs routes naming the old cluster; dropping it at once would 503 its requests."""
+    cache, registry = env
+    old = snap({"a": "1", "b": "1"}, {"r": ("a", "b")})
+    cache.set_snapshot("*", old)
+    first = connect_sotw(cache, registry)
+    first.stream.close()  # the stream is lost; the proxy keeps running `old`
+    cache.set_snapshot("*", snap({"a": "1", "c": "1"}, {"r": ("a", "c")}))  # b leaves while it is away
+    client = SotwClient(SotwStream(cache, registry))
+    (cds,) = client.request(CLUSTER, (), version=old.version)
+    assert resource_names(cds) == ["a", "b", "c"]  # b kept: the proxy's routes still name it
+    assert client.request(LISTENER, (), version=old.version) == []  # routes wait for the new clusters
+    (eds,) = client.request(ENDPOINT, ["a", "b"], version=old.version)
+    client.ack(eds, ["a", "b"])
+    (lds,) = client.ack(cds)  # clusters ACKed: listeners and routes may go now
+    assert lds.type_url == LISTENER
+    (rds,) = client.request(ROUTE, ["r"], version=old.version)
+    client.ack(lds)
+    (cds2,) = client.ack(rds, ["r"])  # routes moved: b can go
+    assert resource_names(cds2) == ["a", "c"]
+    # An unknown version is a proxy we know nothing about: it gets the current view at once.
+    stranger = SotwClient(SotwStream(cache, registry))
+    (cds3,) = stranger.request(CLUSTER, (), version="not-a-version")
+    assert resource_names(cds3) == ["a", "c"]
+
+
+# --------------------------------------------------------------------------- rules the scenarios above leave open
+
+
+def delta_client(stream):
+    def req(type_url, subscribe=(), unsubscribe=(), nonce="", error=None, initial=None, node=NODE):
+        r = wire.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(subscribe),
+                                       resource_names_unsubscribe=list(unsubscribe), response_nonce=nonce)
+        if initial:
+            r.initial_resource_versions.update(initial)
+        if node is not None and stream.status is None:
+            r.node.CopyFrom(node)
+        if error:
+            r.error_detail.code = 13
+            r.error_detail.message = error
+        stream.on_request(r)
+        out = [decode_delta(p) for p in stream.outbox]
+        stream.outbox.clear()
+        return out
+    return req
+
+
+def test_snapshot_changes_coalesce_behind_wake(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    stream = SotwStream(cache, registry)
+    client = SotwClient(stream)
+    (cds,) = client.request(CLUSTER)
+    client.ack(cds)
+    woken = []
+    stream.wake = lambda: woken.append(1)
+    cache.set_snapshot("*", snap({"a": "2"}, {"r": ("a",)}))
+    cache.set_snapshot("*", snap({"a": "3"}, {"r": ("a",)}))
+    assert woken == [1] and client.drain() == []  # one wake for a burst; nothing sent until applied
+    stream.apply_pending()
+    (cds2,) = client.drain()
+    assert cds2.version_info == cache.snapshot("*").version  # the newest, not the first of the burst
+    stream.apply_pending()  # nothing pending: nothing happens
+    assert client.drain() == []
+    cache.set_snapshot("*", snap({"a": "4"}, {"r": ("a",)}))
+    assert woken == [1, 1]
+
+
+def test_sotw_nack_is_recorded_with_what_the_proxy_runs(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    client = SotwClient(SotwStream(cache, registry))
+    (cds,) = client.request(CLUSTER)
+    assert client.request(CLUSTER, nonce=cds.nonce, version="v-old", error="no such cluster") == []
+    [nack] = registry.proxies()[0].nacks
+    assert (nack.type_url, nack.nonce, nack.code, nack.message, nack.version_info) == (
+        CLUSTER, cds.nonce, 13, "no such cluster", "v-old")
+    assert registry.nack_total[CLUSTER] == 1
+    assert client.stream.acked_version(CLUSTER, "a") is None  # a NACK acknowledges nothing
+    # The same request again (Envoy retrying with the NACKed nonce): nothing in flight, a fresh request: answered.
+    (again,) = client.request(CLUSTER, nonce=cds.nonce, version="v-old")
+    assert resource_names(again) == ["a"] and again.nonce != cds.nonce
+    client.ack(again)
+    assert client.stream.acked_version(CLUSTER, "a") == cache.snapshot("*").resources[CLUSTER]["a"].version
+    assert client.stream.acked_version(CLUSTER, "zz") is None and client.stream.acked_version(ROUTE, "r") is None
+
+
+def test_sotw_wildcard_and_changed_subscriptions(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    client = connect_sotw(cache, registry)
+    st = client.stream.types[ENDPOINT]
+    assert st.names == frozenset({"a", "b"})
+    # "*" is a wildcard: every endpoint, and a new response even though nothing changed in the snapshot.
+    out = client.request(ENDPOINT, ["*"], nonce=st.nonce)
+    assert [resource_names(r) for r in out] == [["a", "b"]]
+    assert st.names is None
+    client.ack(out[0], ["*"])
+    # Narrowing the subscription sends the narrower view.
+    out = client.request(ENDPOINT, ["a"], nonce=st.nonce)
+    assert [resource_names(r) for r in out] == [["a"]]
+    assert client.ack(out[0], ["a"]) == []
+    # The same names again with the already-ACKed nonce is a fresh request (a re-created cluster): answered.
+    out = client.request(ENDPOINT, ["a"], nonce=st.nonce)
+    assert [resource_names(r) for r in out] == [["a"]]
+
+
+def test_convergence_needs_a_snapshot_and_every_type(env):
+    cache, registry = env
+    stream = SotwStream(cache, registry)
+    assert stream.converged() is False  # no snapshot yet
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    client = SotwClient(stream)
+    (cds,) = client.request(CLUSTER)
+    assert not stream.converged()
+    client.ack(cds)
+    assert not stream.converged()  # listeners, endpoints and routes not yet held
+    client = connect_sotw(cache, registry, eds_names=("a",))
+    assert client.stream.converged()
+    assert client.stream.status.converged_version == cache.snapshot("*").version
+    assert stream.status.converged_version is None
+
+
+def test_delta_subscriptions(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b"), "r2": ("a",)}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER)
+    assert stream.types[CLUSTER].names is None  # legacy wildcard: CDS with an empty list
+    req(CLUSTER, nonce=cds.nonce)
+    (eds,) = req(ENDPOINT, ["a"])
+    assert stream.types[ENDPOINT].names == frozenset({"a"}) and [r.name for r in eds.resources] == ["a"]
+    req(ENDPOINT, nonce=eds.nonce)
+    # Subscribing adds; unsubscribing removes and forgets (the proxy dropped it itself: no removal).
+    (eds2,) = req(ENDPOINT, ["b"])
+    assert [r.name for r in eds2.resources] == ["b"] and stream.types[ENDPOINT].names == frozenset({"a", "b"})
+    req(ENDPOINT, nonce=eds2.nonce)
+    assert req(ENDPOINT, unsubscribe=["a"]) == []
+    assert stream.types[ENDPOINT].names == frozenset({"b"}) and set(stream.types[ENDPOINT].acked) == {"b"}
+    # An explicit wildcard subscription, then unsubscribing the wildcard keeps what was named with it.
+    (eds3,) = req(ENDPOINT, ["*"])
+    assert sorted(r.name for r in eds3.resources) == ["a"] and stream.types[ENDPOINT].names is None
+    req(ENDPOINT, nonce=eds3.nonce)
+    req(ENDPOINT, subscribe=["b"], unsubscribe=["*"])
+    assert stream.types[ENDPOINT].names == frozenset({"b"})
+    # RDS names start empty (never a wildcard): nothing until a name is subscribed.
+    (lds,) = [r for r in req(LISTENER)]
+    assert req(ROUTE) == [] and stream.types[ROUTE].names == frozenset()
+    (rds,) = req(ROUTE, ["r2"])
+    assert [r.name for r in rds.resources] == ["r2"]
+
+
+def test_delta_nacked_versions_are_not_resent_until_they_change(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER)
+    assert req(CLUSTER, nonce=cds.nonce, error="bad") == []
+    assert stream.types[CLUSTER].rejected == {"a": cds.resources[0].version}
+    assert stream.types[CLUSTER].acked == {} and not stream.types[CLUSTER].awaiting
+    [nack] = registry.proxies()[0].nacks
+    assert (nack.nonce, nack.message, nack.version_info) == (cds.nonce, "bad", "")
+    # Another request for the type: the rejected version is not sent again.
+    assert req(CLUSTER) == []
+    cache.set_snapshot("*", snap({"a": "2"}, {"r": ("a",)}))
+    (cds2,) = stream_out(stream)
+    assert [r.name for r in cds2.resources] == ["a"]
+    req(CLUSTER, nonce=cds2.nonce)
+    assert stream.types[CLUSTER].rejected == {} and set(stream.types[CLUSTER].acked) == {"a"}
+    # A stale nonce is ignored (no ACK of the newer response).
+    assert req(CLUSTER, nonce="999") == []
+
+
+def stream_out(stream):
+    out = [decode_delta(p) for p in stream.outbox]
+    stream.outbox.clear()
+    return out
+
+
+def test_delta_initial_versions_of_unknown_content_are_replaced(env):
+    cache, registry = env
+    s = snap({"a": "1", "b": "1"}, {"r": ("a", "b")})
+    cache.set_snapshot("*", s)
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER, initial={"a": s.resources[CLUSTER]["a"].version, "b": "other", "gone": "v0"})
+    held = stream.types[CLUSTER].acked
+    assert held["a"] is s.resources[CLUSTER]["a"]  # the same content: up to date
+    assert held["b"].version == "other" and held["b"] is not s.resources[CLUSTER]["b"]
+    assert set(held) == {"a", "b", "gone"}
+    assert [r.name for r in cds.resources] == ["b"]
+    assert stream.acked_versions()[CLUSTER] == {"a": s.resources[CLUSTER]["a"].version, "b": "other", "gone": "v0"}
+
+
+def test_close_before_any_request_and_after(env):
+    cache, registry = env
+    stream = SotwStream(cache, registry)
+    stream.close()  # never identified: nothing to disconnect
+    assert registry.proxies() == [] and list(registry.disconnected) == []
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    client = connect_sotw(cache, registry, eds_names=("a",))
+    acked = client.stream.acked_versions()
+    client.stream.close()
+    status = registry.disconnected[-1]
+    assert status.acked_versions() == acked
+    assert status.acked_version(CLUSTER, "a") == acked[CLUSTER]["a"]
+    assert status.acked_version(CLUSTER, "zz") is None and status.acked_version("type.unknown", "a") is None
+    # A closed stream no longer hears about snapshots.
+    cache.set_snapshot("*", snap({"a": "2"}, {"r": ("a",)}))
+    assert client.drain() == []
+
+
+def snap_parts(cluster_content: dict[str, str], endpoint_content: dict[str, str], routes: dict[str, tuple[str, ...]]):
+    """Like snap(), but clusters and their endpoints change independently."""
+    res = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
+    for name, content in cluster_content.items():
+        res[CLUSTER][name] = CachedResource.build(CLUSTER, name, f"c:{name}:{content}".encode(), [name])
+        res[ENDPOINT][name] = CachedResource.build(ENDPOINT, name, f"e:{name}:{endpoint_content[name]}".encode())
+    for name, refs in routes.items():
+        res[ROUTE][name] = CachedResource.build(ROUTE, name, f"r:{name}:{refs}".encode(), refs)
+    res[LISTENER]["l1"] = CachedResource.build(LISTENER, "l1", b"l:l1", routes.keys())
+    return Snapshot(res)
+
+
+def test_delta_resends_the_unchanged_endpoints_of_a_modified_cluster_only(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap_parts({"a": "1", "b": "1"}, {"a": "x", "b": "x"}, {"r": ("a", "b")}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER)
+    assert req(LISTENER) == []
+    (eds,) = req(ENDPOINT, ["a", "b"])
+    req(ENDPOINT, nonce=eds.nonce)
+    (lds,) = req(CLUSTER, nonce=cds.nonce)
+    req(LISTENER, nonce=lds.nonce)
+    (rds,) = req(ROUTE, ["r"])
+    req(ROUTE, nonce=rds.nonce)
+    assert stream.converged()
+    # Cluster a changes, its endpoints do not; b is untouched. Envoy re-creates a and needs a's endpoints again.
+    cache.set_snapshot("*", snap_parts({"a": "2", "b": "1"}, {"a": "x", "b": "x"}, {"r": ("a", "b")}))
+    out = stream_out(stream)
+    assert [(r.type_url, [x.name for x in r.resources]) for r in out] == [(CLUSTER, ["a"]), (ENDPOINT, ["a"])]
+    assert stream.types[ENDPOINT].force == set()  # sent, so no longer owed
+    # Without an EDS subscription there is nothing to resend.
+    other = DeltaStream(cache, registry)
+    req2 = delta_client(other)
+    (c1,) = req2(CLUSTER)
+    req2(CLUSTER, nonce=c1.nonce)
+    cache.set_snapshot("*", snap_parts({"a": "3", "b": "1"}, {"a": "x", "b": "x"}, {"r": ("a", "b")}))
+    assert ENDPOINT not in other.types
+    stream_out(other)
+
+
+def test_delta_explicit_cluster_names_are_not_a_wildcard(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER, ["a"])
+    assert [r.name for r in cds.resources] == ["a"] and stream.types[CLUSTER].names == frozenset({"a"})
+    # Subscriptions are interned: one shared set per distinct subscription.
+    assert stream.types[CLUSTER].names is cache.intern_names(frozenset({"a"}))
+    req(CLUSTER, nonce=cds.nonce)
+    (eds,) = req(ENDPOINT, ["a", "b"])
+    assert stream.types[ENDPOINT].names is cache.intern_names(frozenset({"a", "b"}))
+
+
+def test_the_proxy_status_names_the_peer_and_the_protocol(env):
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1"}, {"r": ("a",)}))
+    stream = SotwStream(cache, registry, peer="ipv4:10.1.2.3:5555")
+    SotwClient(stream).request(CLUSTER)
+    status = registry.proxies()[0]
+    assert (status.node_id, status.node_cluster, status.protocol, status.peer) == ("envoy-1", "gw", "sotw", "ipv4:10.1.2.3:5555")
+    delta = DeltaStream(cache, registry, peer="p2")
+    delta_client(delta)(CLUSTER)
+    assert (delta.status.protocol, delta.status.peer) == ("delta", "p2")

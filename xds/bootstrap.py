@@ -9,7 +9,7 @@ with ``json.dump`` (JSON is valid YAML too) and start ``envoy -c FILE``.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Sequence
 
 from .tls import ClientTls, upstream_tls_transport_socket
 
@@ -32,21 +32,28 @@ def render_bootstrap(
     admin_port: int = 9901,
     admin_address: str = "127.0.0.1",
     tls: ClientTls | None = None,
+    standby_xds: Sequence[tuple[str, int]] = (),
 ) -> dict[str, Any]:
     """Bootstrap for one proxy ``node_id`` in node cluster ``cluster`` (Weir's proxy group).
 
     ``delta`` selects incremental xDS (DELTA_GRPC) instead of state-of-the-world.
     ``xds_host`` may be an IP literal (STATIC cluster) or a DNS name (STRICT_DNS,
     re-resolved by Envoy, e.g. a Kubernetes Service name). ``tls`` makes the
-    control-plane connection mutual TLS (:mod:`xds.tls`).
+    control-plane connection mutual TLS (:mod:`xds.tls`; the server name is
+    ``xds_host``, so one certificate names every replica).
+    ``standby_xds``: more Weir replicas (``weir serve --store etcd://...``); see
+    :func:`_replicas`.
     """
     _require(bool(node_id), f"node_id must not be empty (got {node_id!r})")
     _require(bool(cluster), f"cluster must not be empty (got {cluster!r})")
     _require(bool(xds_host), f"xds_host must not be empty (got {xds_host!r})")
     _require_port("xds_port", xds_port)
+    for host, port in standby_xds:
+        _require(bool(host), f"a standby xDS host must not be empty (got {host!r})")
+        _require_port("standby xDS port", port)
     _require_port("admin_port", admin_port, lowest=0)  # 0: Envoy picks (see --admin-address-path)
     _require(_is_ip(admin_address), f"admin_address must be an IP address (got {admin_address!r})")
-    control_plane = _control_plane_cluster(xds_host, xds_port)
+    control_plane = _control_plane_cluster(xds_host, xds_port, standby_xds)
     if tls is not None:
         control_plane["transport_socket"] = upstream_tls_transport_socket(tls, xds_host)
     return {
@@ -75,7 +82,7 @@ def _dynamic_resources(delta: bool) -> dict[str, Any]:
     }
 
 
-def _control_plane_cluster(host: str, port: int) -> dict[str, Any]:
+def _control_plane_cluster(host: str, port: int, standby: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
     """HTTP/2 (gRPC) cluster to Weir; STATIC for an IP, STRICT_DNS for a name.
 
     For a name, IPv4 is preferred: Envoy's default (AUTO) picks ``::1`` for
@@ -83,9 +90,11 @@ def _control_plane_cluster(host: str, port: int) -> dict[str, Any]:
     connections are logged below warning level, so the proxy silently never
     connects. A name with only IPv6 addresses still works (V4_PREFERRED falls back).
     """
+    hosts = [host, *(h for h, _ in standby)]
+    all_ips = all(_is_ip(h) for h in hosts)
     cluster: dict[str, Any] = {
         "name": CONTROL_PLANE_CLUSTER,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if all_ips else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
@@ -98,9 +107,31 @@ def _control_plane_cluster(host: str, port: int) -> dict[str, Any]:
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
         },
     }
-    if not _is_ip(host):
+    if standby:
+        _replicas(cluster, standby)
+    if not all_ips:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     return cluster
+
+
+def _replicas(cluster: dict[str, Any], standby: Sequence[tuple[str, int]]) -> None:
+    """Several Weir replicas: the first is preferred, the others take over when it is down.
+
+    Every replica serves the same routing (same resource versions), so the
+    ADS stream may land on any. The first address is priority 0 and the rest
+    priority 1, balanced among themselves; a TCP health check every second
+    (two failures mark a replica down, one success brings it back) moves a
+    proxy whose replica died to a standby within about two seconds plus
+    Envoy's reconnect back-off. List the replica nearest the proxy (its zone)
+    first, and spread a fleet by giving proxies different first addresses.
+    """
+    endpoints = cluster["load_assignment"]["endpoints"]
+    endpoints.append({"priority": 1, "lb_endpoints": [
+        {"endpoint": {"address": _socket_address(h, p)}} for h, p in standby]})
+    cluster["health_checks"] = [{
+        "timeout": "0.5s", "interval": "1s", "no_traffic_interval": "1s",
+        "unhealthy_threshold": 2, "healthy_threshold": 1, "tcp_health_check": {},
+    }]
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:

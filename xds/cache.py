@@ -15,6 +15,9 @@ from .snapshot import Snapshot
 
 DEFAULT_GROUP = "*"
 
+#: Published snapshots remembered by version (for proxies that reconnect).
+HISTORY = 64
+
 
 class Watcher(Protocol):
     """A stream that wants to hear when its group's snapshot changes."""
@@ -31,6 +34,8 @@ class SnapshotCache:
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: set[Watcher] = set()
         self._names: dict[frozenset[str], frozenset[str]] = {}
+        #: Recently published snapshots by version: what a reconnecting proxy says it holds.
+        self._by_version: dict[str, Snapshot] = {}
 
     def intern_names(self, names: frozenset[str]) -> frozenset[str]:
         """One shared object per distinct subscription.
@@ -67,6 +72,10 @@ class SnapshotCache:
         snapshot.check()
         previous = self._snapshots.get(group)
         self._snapshots[group] = snapshot
+        self._by_version.pop(snapshot.version, None)
+        self._by_version[snapshot.version] = snapshot
+        if len(self._by_version) > HISTORY:
+            del self._by_version[next(iter(self._by_version))]
         if previous is not None and previous.version == snapshot.version:
             return
         for watcher in list(self._watchers):
@@ -86,6 +95,15 @@ class SnapshotCache:
 
     def snapshot(self, group: str) -> Snapshot | None:
         return self._snapshots.get(group)
+
+    def snapshot_by_version(self, version: str) -> Snapshot | None:
+        """One of the last :data:`HISTORY` published snapshots, by version (None if older or unknown).
+
+        Every replica of Weir publishes the same routing as the same snapshot
+        versions, so a proxy that reconnects (to this or another replica) with
+        the version it last accepted says exactly which resources it holds.
+        """
+        return self._by_version.get(version)
 
     def snapshot_for(self, node_group: str) -> tuple[str, Snapshot | None]:
         group = self.serving_group(node_group)

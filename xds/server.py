@@ -48,11 +48,6 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.so_reuseport", 0),
 )
 
-_CLOSED = object()
-_SNAPSHOT = object()
-_FLUSH = object()
-
-
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -83,43 +78,33 @@ class AggregatedDiscoveryService:
     async def _serve(self, stream: AdsStream, request_iterator, context, parse) -> None:
         """Run one ADS stream.
 
-        Requests are handled in the reader task as they arrive (the protocol
-        logic is synchronous, so it never interleaves with a snapshot change);
-        only writes go through the writer loop, woken when there is output or
-        a new snapshot. An ACK, the bulk of a push's traffic, thus costs no
-        task switch.
+        The protocol logic is synchronous, so it runs where its input arrives:
+        requests in this handler's read loop, snapshot changes inside the
+        cache's fan-out (``stream.wake``). Neither waits for a task switch;
+        only writes are asynchronous, one at a time per stream, in order
+        (:class:`_Writer`). That is the same shape as a bare grpc.aio server:
+        per proxy and push, one write task and one read (bench/README.md).
         """
-        queue: asyncio.Queue = asyncio.Queue()
-        stream.wake = lambda: queue.put_nowait(_SNAPSHOT)
+        writer = _Writer(stream, context)
 
-        async def read() -> None:
-            try:
-                async for raw in request_iterator:  # bytes: decoded here so a bad message is ours to report
-                    stream.on_request(parse(raw))
-                    if stream.outbox:
-                        queue.put_nowait(_FLUSH)
-            except (asyncio.CancelledError, grpc.aio.AioRpcError):
-                pass
-            except Exception as err:  # a malformed message ends this stream only
-                self.malformed_log.log(logging.WARNING, "xDS stream from %s closed: malformed request (%s: %s)",
-                                       stream.peer, type(err).__name__, " ".join(str(err).split())[:200])
-            finally:
-                queue.put_nowait(_CLOSED)
+        def changed() -> None:
+            stream.apply_pending()
+            writer.flush()
 
-        reader = asyncio.create_task(read())
+        stream.wake = changed
         try:
-            while True:
-                item = await queue.get()
-                if item is _CLOSED:
-                    break
-                if item is _SNAPSHOT:
-                    stream.apply_pending()
-                while stream.outbox:
-                    out, stream.outbox = stream.outbox, []
-                    for payload in out:
-                        await context.write(payload)
+            async for raw in request_iterator:  # bytes: decoded here so a bad message is ours to report
+                stream.on_request(parse(raw))
+                if stream.outbox:
+                    writer.flush()
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        except Exception as err:  # a malformed message ends this stream only
+            self.malformed_log.log(logging.WARNING, "xDS stream from %s closed: malformed request (%s: %s)",
+                                   stream.peer, type(err).__name__, " ".join(str(err).split())[:200])
         finally:
-            reader.cancel()
+            stream.wake = None
+            writer.close()
             stream.close()
 
     async def stream_sotw(self, request_iterator, context) -> None:
@@ -146,6 +131,59 @@ class AggregatedDiscoveryService:
                 ),
             },
         )
+
+
+class _Writer:
+    """Writes one stream's outbox in order, one ``context.write`` in flight at a time.
+
+    Each write is its own task on grpc's ``context.write`` coroutine. Nothing
+    waits on it unless more output arrives while it is in flight: only then is
+    the next write chained with a done callback. A push (one response per
+    proxy) thus costs one task and no callback, as in a bare grpc.aio server.
+    """
+
+    __slots__ = ("stream", "context", "inflight", "chained", "closed")
+
+    def __init__(self, stream: AdsStream, context) -> None:
+        self.stream = stream
+        self.context = context
+        self.inflight: asyncio.Future | None = None
+        self.chained = False
+        self.closed = False
+
+    def flush(self) -> None:
+        if self.closed or not self.stream.outbox:
+            return
+        task = self.inflight
+        if task is not None:
+            if not task.done():
+                if not self.chained:
+                    self.chained = True
+                    task.add_done_callback(self._written)
+                return
+            if task.cancelled() or task.exception() is not None:
+                self.closed = True  # the stream is ending: nothing more goes out
+                return
+        outbox = self.stream.outbox
+        payload = outbox.pop(0) if len(outbox) > 1 else outbox.pop()
+        self.inflight = task = asyncio.ensure_future(self.context.write(payload))
+        self.chained = bool(outbox)
+        if outbox:  # more to send after this one
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Future) -> None:
+        self.chained = False
+        self.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        task, self.inflight = self.inflight, None
+        if task is not None:
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failed last write is no "never retrieved" warning
+            else:
+                task.cancel()
 
 
 class PortInUse(OSError):

@@ -220,7 +220,8 @@ class SotwStream(AdsStream):
             self._identify(req.node)
         type_url = req.type_url
         st = self.types.get(type_url)
-        if st is None:
+        fresh = st is None
+        if fresh:
             st = self.types[type_url] = _TypeState()
         nonce = req.response_nonce
         if nonce and nonce != st.nonce:
@@ -232,6 +233,8 @@ class SotwStream(AdsStream):
             if names != st.names:
                 st.names = None if names is None else self.cache.intern_names(names)
                 st.resend = True
+        if fresh and req.version_info and not nonce:
+            self._held_on_reconnect(st, type_url, req.version_info)
         if nonce and st.awaiting:
             st.awaiting = False
             if req.HasField("error_detail"):
@@ -245,33 +248,78 @@ class SotwStream(AdsStream):
         self._pump()
         self._update_convergence()
 
-    def _target(self, type_url: str) -> View | None:
-        final = self._final(type_url)
-        if type_url in (LISTENER, ROUTE) and not self._clusters_ready():
-            return None  # make-before-break: routes wait for their clusters
-        if type_url in (CLUSTER, LISTENER):
-            st = self.types[type_url]
-            if st.sent is not None and not self._routes_ready():
-                retained = {n: r for n, r in st.sent.resources.items() if n not in final.resources}
-                if retained:
-                    return View(type_url, final.version, {**retained, **final.resources})
-        return final
+    def _held_on_reconnect(self, st: _TypeState, type_url: str, version: str) -> None:
+        """A new stream from a proxy that already runs ``version`` of this type: start from what it holds.
+
+        Envoy keeps its configuration across a lost stream and names the
+        version it accepted in its first request. Knowing that snapshot, the
+        usual make-before-break applies to the new stream too: a cluster the
+        proxy's routes still name is kept until its new routes are ACKed
+        (otherwise a proxy that moves to a replica with newer routing drops the
+        cluster its current routes use: 503s until the routes arrive). An
+        unknown version (too old, or never published here) starts from nothing.
+        """
+        held = self.cache.snapshot_by_version(version)
+        if held is not None:
+            st.sent = st.acked = held.view(type_url, st.names if type_url in NAMED_TYPES else None)
 
     def _pump(self) -> None:
-        if self.snapshot is None:
+        """Send every type whose target view changed and that has no response in flight.
+
+        The target is the snapshot's view, except that listeners and routes
+        wait until every cluster is ACKed, and clusters and listeners that
+        left the snapshot are retained until the new listeners and routes are
+        ACKed (make-before-break). Readiness depends only on what was ACKed,
+        which a pump never changes, so it is computed at most once per pump:
+        the push path runs this for every proxy.
+        """
+        snap = self.snapshot
+        if snap is None:
             return
+        types = self.types
+        clusters_ready = routes_ready = None
         for type_url in PUSH_ORDER:
-            st = self.types.get(type_url)
+            st = types.get(type_url)
             if st is None or st.awaiting:
                 continue
-            target = self._target(type_url)
-            if target is None:
+            target = snap.view(type_url, st.names if type_url in NAMED_TYPES else None)
+            if type_url == LISTENER or type_url == ROUTE:
+                if clusters_ready is None:
+                    clusters_ready = self._holds_all(CLUSTER)
+                if not clusters_ready:
+                    continue  # make-before-break: routes wait for their clusters
+            sent = st.sent
+            if (type_url == CLUSTER or type_url == LISTENER) and sent is not None and sent.key != target.key \
+                    and not sent.resources.keys() <= target.resources.keys():
+                if routes_ready is None:
+                    routes_ready = self._holds_all(LISTENER) and self._holds_all(ROUTE)
+                if not routes_ready:
+                    retained = {n: r for n, r in sent.resources.items() if n not in target.resources}
+                    target = View(type_url, target.version, {**retained, **target.resources})
+            if not st.resend and sent is not None and sent.key == target.key:
                 continue
-            if not st.resend and st.sent is not None and st.sent.key == target.key:
-                continue
-            nonce = self._next_nonce()
+            self._nonce += 1
+            nonce = str(self._nonce)
             self.outbox.append(target.sotw_body + len_field(5, nonce.encode()))
             st.nonce, st.sent, st.awaiting, st.resend = nonce, target, True, False
+
+    def converged(self) -> bool:
+        """As :meth:`AdsStream.converged`, answered from the views' content keys when they match (O(1))."""
+        snap = self.snapshot
+        if snap is None:
+            return False
+        types = self.types
+        for type_url in PUSH_ORDER:
+            st = types.get(type_url)
+            acked = st.acked if st is not None else None
+            if acked is not None and acked.key == snap.view(type_url).key:
+                continue
+            held = acked.resources if acked is not None else None
+            if not self._has_all(type_url, held):
+                return False
+            if type_url not in NAMED_TYPES and held is not None and len(held) != len(snap.resources[type_url]):
+                return False  # a removed listener/cluster is still there
+        return True
 
 
 class DeltaStream(AdsStream):

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -276,9 +276,13 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     public_metrics: bool = False,
     balancer: Any = None,
+    readiness: Callable[[], Awaitable[tuple[str | None, dict[str, Any]]]] | None = None,
 ) -> FastAPI:
     """The API around a (started or soon started) engine.
 
+    ``readiness`` replaces the one-replica check of /readyz (the engine runs and the
+    store answers): it returns why the process is not ready, or None, and what to show
+    (a replica over etcd is ready when its store has a quorum, leader or not).
     ``metrics`` becomes the engine's observer unless it already has one;
     ``app.state.auth`` may be replaced at run time, e.g. to reload the tokens file.
     ``allowed_hosts`` are Host names accepted besides the loopback ones when there
@@ -335,6 +339,7 @@ def create_app(
 
     viewer = require(VIEWER)
     operator = require(OPERATOR)
+    app.state.viewer = viewer  # for routes added around the app (GET /v1/leader on a replica)
 
     async def anyone() -> Principal:
         return ANONYMOUS_OPERATOR
@@ -383,6 +388,11 @@ def create_app(
     @app.get("/readyz", summary="Readiness: the engine runs and the store answers", tags=["probes"],
              responses=_responses(503))
     async def readyz():
+        if readiness is not None:
+            cause, info = await readiness()
+            if cause is not None:
+                raise ApiProblem(503, "not-ready", cause, **info)
+            return {"status": "ready", **info}
         if not engine.running:
             raise ApiProblem(503, "not-ready", "the rollout engine is not running")
         try:

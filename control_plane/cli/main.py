@@ -36,17 +36,23 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 
     from .security import bootstrap_tls
 
-    host, _, port = args.xds.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        print(f"error: --xds: expected HOST:PORT with a port 1-65535 (got {args.xds!r})", file=sys.stderr)
-        return 2
+    addresses = []
+    for value in args.xds:
+        host, _, port = value.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"error: --xds: expected HOST:PORT with a port 1-65535 (got {value!r})", file=sys.stderr)
+            return 2
+        addresses.append((host, int(port)))
+    (host, port), standby = addresses[0], addresses[1:]
     try:
         tls = bootstrap_tls(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     config = render_bootstrap(
-        args.node_id, args.cluster, host, int(port), delta=args.delta, admin_port=args.admin_port, tls=tls
+        args.node_id, args.cluster, host, port, delta=args.delta, admin_port=args.admin_port, tls=tls,
+        standby_xds=standby,
     )
     if args.output == "json":
         json.dump(config, sys.stdout, indent=2)
@@ -498,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bootstrap", help="print an Envoy bootstrap that connects to Weir's xDS server")
     p.add_argument("--node-id", required=True, help="this Envoy's node id (unique per proxy)")
     p.add_argument("--cluster", required=True, help="node cluster = the proxy group (policy spec.proxyGroup)")
-    p.add_argument("--xds", required=True, metavar="HOST:PORT", help="Weir's xDS (gRPC) address")
+    p.add_argument("--xds", required=True, metavar="HOST:PORT", action="append",
+                   help="Weir's xDS (gRPC) address; repeat it for several replicas (weir serve --store etcd://...): "
+                        "the first is preferred, the others take over when it is down")
     p.add_argument("--delta", action="store_true", help="use incremental (delta) ADS instead of state-of-the-world")
     p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, bound to 127.0.0.1 (default 9901)")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -548,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envoy-admin", metavar="URL", action="append", default=[],
                    help="an Envoy admin URL to poll for the envoy-stats source (repeatable)")
     security.add_serve_security_options(p)
+    from ..ha.cli import add_options as add_replica_options  # --store etcd://... and its TLS, lease flags
+
+    add_replica_options(p)
     p.set_defaults(func=_cmd_serve)
     security.add_certs_command(sub)
 

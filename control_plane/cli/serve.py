@@ -60,21 +60,31 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
 
     # Bind the API before anything starts: a taken port is an error now, not after a success line.
     api_socket = bind_api(args.api_host, args.api_port)
+    store = getattr(args, "store", None)
     try:
-        cp = await start_control_plane(
-            db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
-            listen_address=args.listen_address, tick_s=args.tick, envoy_admins=getattr(args, "envoy_admin", None) or (),
-            xds_credentials=security.xds_credentials, webhooks=security.webhooks,
-            router=getattr(args, "router", "xds"), istio_namespace=getattr(args, "istio_namespace", "default"),
-            istio_gateways=tuple(getattr(args, "istio_gateway", None) or ()),
-        )
+        if store:  # several replicas over etcd (control_plane/ha)
+            from ..ha.cli import start_from_args
+
+            cp = await start_from_args(args, *api_socket.getsockname()[:2], security=security)
+        else:
+            cp = await start_control_plane(
+                db=args.db, xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
+                listen_address=args.listen_address, tick_s=args.tick,
+                envoy_admins=getattr(args, "envoy_admin", None) or (),
+                xds_credentials=security.xds_credentials, webhooks=security.webhooks,
+                router=getattr(args, "router", "xds"), istio_namespace=getattr(args, "istio_namespace", "default"),
+                istio_gateways=tuple(getattr(args, "istio_gateway", None) or ()),
+            )
     except BaseException:
         api_socket.close()
         raise
     engine = cp.engine
-    app = create_app(engine, cp.registry, auth, metrics=cp.metrics, allowed_hosts=security.allowed_hosts, balancer=cp.balancer,
-                     public_metrics=security.public_metrics)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", **(security.api_ssl or {}))
+    app = create_app(engine, cp.registry, auth, metrics=cp.metrics, allowed_hosts=security.allowed_hosts,
+                     balancer=cp.balancer, public_metrics=security.public_metrics,
+                     readiness=getattr(cp, "readiness", None))
+    serve_api = getattr(cp, "serve_api", None)
+    config = uvicorn.Config(serve_api(app) if serve_api else app, log_level="warning", lifespan="off",
+                            **(security.api_ssl or {}))
     api = uvicorn.Server(config)
     tasks = []
     if args.policies:
@@ -82,7 +92,7 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
     api_host, api_port = api_socket.getsockname()[:2]
     print(
         f"weir: xDS on {args.xds_host}:{cp.xds_port}{' (mTLS)' if security.xds_credentials else ''}, "
-        f"API on {'https' if security.api_ssl else 'http'}://{api_host}:{api_port}, store {args.db}"
+        f"API on {'https' if security.api_ssl else 'http'}://{api_host}:{api_port}, store {store or args.db}"
         + (f", policies from {args.policies}" if args.policies else ""),
         flush=True,
     )

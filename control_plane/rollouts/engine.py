@@ -33,6 +33,7 @@ from typing import Any, Callable, Protocol
 from analysis.analyzer import AnalysisRequest, Analyzer, NoEvidenceAnalyzer
 from policies import PolicyValidationError, RolloutPolicy, parse_endpoint, parse_policy, policy_hash
 from policies.errors import PolicyError
+from policies.model import LatencyAware
 from xds.ratelog import RateLimitedLog
 from xds.routing import RoutingError, ServiceRouting, cross_service_problems
 
@@ -178,27 +179,19 @@ class Engine:
         if on_change is not None:
             on_change(self._routing_progressed)
 
-    def balanced_services(self) -> list:
-        """Services whose policy asks for latency-aware balancing, with their versions' endpoint addresses now."""
-        from policies.model import LatencyAware
-
-        from ..balancing.balancer import BalancedService
-
-        out = []
-        for service, state in self._routing.items():
-            active = self._active_of(service)
-            release = self._releases.get(service)
-            if active is not None:
-                lb = self.policy_of(active).spec.load_balancing
-            elif release is not None:
-                lb = self._settings_of(release).load_balancing
-            else:
-                continue
-            if lb.policy != "latency-aware":
-                continue
-            versions = {b.version: tuple(e.address for e in b.endpoints) for b in state.routing.backends}
-            out.append(BalancedService(service, lb.latency_aware or LatencyAware(), versions))
-        return out
+    def _balancing_of(self, service: str) -> LatencyAware | None:
+        """The tuning of latency-aware balancing when the service's policy asks for it (the routers balance)."""
+        active = self._active_of(service)
+        release = self._releases.get(service)
+        if active is not None:
+            lb = self.policy_of(active).spec.load_balancing
+        elif release is not None:
+            lb = self._settings_of(release).load_balancing
+        else:
+            return None
+        if lb.policy != "latency-aware":
+            return None
+        return lb.latency_aware or LatencyAware()
 
     def _names_changed(self, hosts: set[str]) -> None:
         """DNS names moved: republish the services that use them (make-before-break, like any EDS change)."""
@@ -360,10 +353,11 @@ class Engine:
         if desired is None:
             return self._routing.pop(service, None) is not None
         group, routing = desired
-        if current is not None and current.group == group and current.routing == routing:
+        balancing = self._balancing_of(service)
+        if current is not None and (current.group, current.routing, current.balancing) == (group, routing, balancing):
             return False
         revision = current.revision + 1 if current is not None else 1
-        self._routing[service] = ServiceState(service, group, revision, routing)
+        self._routing[service] = ServiceState(service, group, revision, routing, balancing)
         return True
 
     async def _publish(self, service: str) -> None:

@@ -106,8 +106,12 @@ class RolloutMachine:
             at=now,
         )
 
-    def _decide(self, before: Rollout, now: float, kind: str, reason: str, verdict=None, **changes) -> Decision:
-        """The new rollout with `changes`, one event explaining it, and whether routing moved."""
+    def _decide(self, before: Rollout, now: float, kind: str, reason: str, verdict=None, /, **changes) -> Decision:
+        """The new rollout with `changes`, one event explaining it, and whether routing moved.
+
+        `verdict` (positional) is evidence acted on: stored and put on the event. A
+        ``verdict=None`` keyword is a change like any other: it clears the stored one.
+        """
         if verdict is not None:
             changes["verdict"] = verdict
         after = dataclasses.replace(before, updated_at=now, message=reason, **changes)

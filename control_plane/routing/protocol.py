@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Protocol
 
+from policies.model import LatencyAware
 from xds.routing import ServiceRouting
 
 __all__ = ["RouteStatus", "ServiceState", "TrafficRouter", "CONVERGED", "WAITING", "FAILED"]
@@ -38,6 +39,9 @@ class ServiceState:
     group: str  # proxy group serving it ("*" = every proxy)
     revision: int  # increases whenever this service's desired routing changes
     routing: ServiceRouting
+    # `loadBalancing.policy: latency-aware`: its tuning. Whoever serves the proxies balances their endpoints
+    # (every replica its own proxies); it never changes the split, so it is no part of convergence.
+    balancing: LatencyAware | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ not counted until every proxy that serves S has it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from typing import Mapping
@@ -29,6 +30,7 @@ from xds.status import ProxyStatus, StatusRegistry
 from xds.translate import listener_name, route_name, translate
 from policies.errors import PolicyError, format_path
 
+from ..balancing.balancer import BalancedService
 from .protocol import CONVERGED, FAILED, WAITING, RouteStatus, ServiceState
 
 __all__ = ["XdsRouter"]
@@ -98,7 +100,7 @@ class XdsRouter:
                 endpoints = [e.model_copy(update={"weight": weights.get(e.address, e.weight)}) for e in backend.endpoints]
                 backend = backend.model_copy(update={"endpoints": endpoints})
             backends.append(backend)
-        return ServiceState(state.service, state.group, state.revision, routing.model_copy(update={"backends": backends}))
+        return dataclasses.replace(state, routing=routing.model_copy(update={"backends": backends}))
 
     def snapshots(self, desired: Mapping[str, ServiceState]) -> dict[str, Snapshot]:
         """Translate and check every group's snapshot (raises, publishing nothing, on any problem)."""
@@ -125,6 +127,14 @@ class XdsRouter:
             self._weights.pop(key, None)
         if service in self._desired:
             self._publish(self.snapshots(self._desired), self._desired)
+
+    def balanced_services(self) -> list[BalancedService]:
+        """The latency-aware services this router serves now, with their versions' endpoint addresses."""
+        return [
+            BalancedService(state.service, state.balancing,
+                            {b.version: tuple(e.address for e in b.endpoints) for b in state.routing.backends})
+            for state in self._desired.values() if state.balancing is not None
+        ]
 
     def endpoint_weights(self, service: str, version: str) -> dict[str, int]:
         return dict(self._weights.get((service, version), {}))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..errors import Conflict
+from ..errors import Conflict, Unavailable
 from ..rollouts.model import Event, Release, Rollout
 
 
@@ -50,3 +50,10 @@ class Store(Protocol):
         """None when reads and writes can be served; otherwise the cause and what to do (``/readyz``)."""
 
     async def close(self) -> None: ...
+
+
+class NotLeader(Unavailable):
+    """This replica does not hold the leadership (or lost it): a replicated store refused the write."""
+
+    kind = "not-leader"
+    title = "Not the leader"

@@ -86,6 +86,11 @@ async def run_rollout(tmp_path, canary_errors_every: int) -> tuple:
         events = await cp.engine.events("echo")
         # The engine waited for this real Envoy's ACKs (one registry, shared with the xDS server).
         assert cp.xds.registry is cp.registry and len(cp.registry) == 1
+        # The final decision's routing goes out as the rollout ends: give its ACKs a moment (bounded).
+        for _ in range(100):
+            if cp.registry.proxies()[0].converged_version is not None:
+                break
+            await asyncio.sleep(0.1)
         assert cp.registry.proxies()[0].converged_version is not None
         # Weight changes never cost a request: the only failures are the canary's own 500s.
         assert not [k for k in traffic.counts if k.startswith("error:") or k not in ("v1", "v2", "status:500")], traffic.counts
