@@ -63,8 +63,8 @@ CAMPAIGNS = [
     Campaign("units", "policies/units.py",
              ("tests/test_policies_units.py", "tests/test_policies.py", "tests/test_policies_errors.py")),
     Campaign("sequential", "analysis/sequential.py",
-             ("tests/test_analysis_sequential.py", "tests/test_analysis_exact.py", "tests/test_analysis_state.py",
-              "tests/test_analysis_judges.py")),
+             ("tests/test_analysis_sequential.py", "tests/test_analysis_exact.py", "tests/test_analysis_start_mixture.py",
+              "tests/test_analysis_state.py", "tests/test_analysis_judges.py", "tests/test_analysis_changepoint.py")),
     Campaign("streams", "xds/streams.py",
              ("tests/test_streams.py", "tests/test_xds_malformed.py")),
 ]
