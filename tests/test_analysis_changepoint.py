@@ -5,8 +5,8 @@ after a long healthy warm-up is caught about as fast as one judged from the onse
 of the start's mass. A product e-process started at the step's start (the judge before issue 8) first has to
 win back what it lost while the canary was healthy; the change-point tests here fail on that judge.
 
-Seeded simulations with Clopper-Pearson intervals (95%, two-sided); bench/analysis_sim.py --suite changepoint
-runs the same cells with more replications.
+Seeded simulations (devtools/judge_sim.py) with Clopper-Pearson intervals (95%, two-sided);
+bench/analysis_sim.py --suite changepoint runs the same simulations with more replications.
 """
 
 from __future__ import annotations
@@ -20,58 +20,13 @@ from scipy import stats
 
 from analysis import SLO, ArmSamples, make_judge
 from analysis import sequential as sq
+from devtools.judge_sim import NEVER, delays, rollout_fails, segment
 
 ALPHA = 0.05
-NEVER = 10**9  # min_requests out of reach: the step never passes, as in bench/reaction.py
 
 
 def _cp_upper(k: int, n: int) -> float:
     return 1.0 if k == n else float(stats.beta.ppf(0.975, k + 1, n - k))
-
-
-def _cp_lower(k: int, n: int) -> float:
-    return 0.0 if k == 0 else float(stats.beta.ppf(0.025, k, n - k + 1))
-
-
-def segment(rng, n, per, share, e_s, e_c, lat_c, *, onset=None):
-    """run_stream's arguments for n requests (a look every `per`): before request `onset` the canary is healthy
-    (stable's error rate e_s and latency), from it on it has error rate e_c and latency x lat_c."""
-    onset = 0 if onset is None else onset
-    arm = rng.random(n) < share
-    bad = arm & (np.arange(n) >= onset)
-    err = rng.random(n) < np.where(bad, e_c, e_s)
-    lat = np.exp(math.log(100) + 0.5 * rng.normal(size=n)) * np.where(bad, lat_c, 1.0)
-    ends = np.arange(per, n + 1, per) - 1
-    ok = ~err
-    req = np.stack([np.cumsum(~arm)[ends], np.cumsum(arm)[ends]], axis=1)
-    errs = np.stack([np.cumsum(err & ~arm)[ends], np.cumsum(err & arm)[ends]], axis=1)
-    lc = np.stack([np.cumsum(ok & ~arm)[ends], np.cumsum(ok & arm)[ends]], axis=1)
-    return req, errs, (lat[ok & ~arm], lat[ok & arm]), lc
-
-
-def _restored(j, slos, **kw):
-    saved = json.loads(json.dumps(j.state(), allow_nan=False))
-    k = make_judge("sequential", slos, **kw)
-    k.load_state(saved)
-    return k
-
-
-def _rollout_fails(seed, slos, plan, e_s, e_c, lat_c, restart):
-    """One rollout of len(plan) steps (share, requests), every earlier e-process carried; with `restart` each step
-    restarts the control plane halfway (state -> JSON -> a new judge, a new segment). True if any look failed."""
-    rng = np.random.default_rng(seed)
-    carry = None
-    for share, n in plan:
-        kw = dict(alpha=ALPHA, n_steps=len(plan), min_requests=NEVER, interval=False)
-        j = make_judge("sequential", slos, carry=carry, **kw)
-        parts = (n // 2, n - n // 2) if restart else (n,)
-        for k, m in enumerate(parts):
-            if k:
-                j = _restored(j, slos, carry=carry, **kw)
-            if (j.run_stream(share, *segment(rng, m, 100, share, e_s, e_c, lat_c)).outcome == 1).any():
-                return True
-        carry = json.loads(json.dumps(j.carry(), allow_nan=False))
-    return False
 
 
 @pytest.mark.parametrize("case", ["A/A, zero margins, restarts", "at every margin"])
@@ -89,7 +44,8 @@ def test_whole_rollout_false_rollback_rate(case):
     else:
         slos = [SLO("error-rate", 0.005), SLO("latency", 0.10, 0.5), SLO("latency", 0.10, 0.99)]
         e_s, e_c, lat_c, restart = 0.01, 0.015, 1.1, False
-    fails = sum(_rollout_fails(7000 + r, slos, [(0.1, 6000), (0.3, 6000)], e_s, e_c, lat_c, restart) for r in range(reps))
+    plan = [(0.1, 6000), (0.3, 6000)]
+    fails = sum(rollout_fails(np.random.default_rng(7000 + r), slos, plan, e_s, e_c, lat_c, restart=restart) for r in range(reps))
     assert _cp_upper(fails, reps) <= ALPHA, (case, fails)
 
 
@@ -112,29 +68,17 @@ def test_count_fail_e_process_type1_at_the_boundary_over_many_looks():
 # --------------------------------------------------------------------------------------- a healthy past, then a regression
 
 WARMUP_LOOKS = 2000  # 100,000 requests (10,000 canary) of a healthy canary
-CASES = {
-    # error rate 0.1% -> 5% against a 1 pp margin; latency x 1.5 against a 10% margin on the median
-    "errors 5%": dict(e_c=0.05, lat_c=1.0, median_max=120),
-    "latency +50%": dict(e_c=0.001, lat_c=1.5, median_max=40),
-}
+# devtools.judge_sim.DELAY_CASES: errors 0.1% -> 5% against a 1 pp margin, latency x 1.5 against 10% on the median
+MEDIAN_MAX = {"errors-5%": 120, "latency+50%": 40}
 
 
-def _delays(case: str, warmup: int, reps: int, horizon: int = 400) -> list[int | None]:
-    """Looks from the onset to the FAIL (None: none within `horizon` looks), per replication."""
-    c = CASES[case]
-    slos = [SLO("error-rate", 0.01), SLO("latency", 0.10, 0.5)]
-    out = []
-    for r in range(reps):
-        rng = np.random.default_rng(900 + r)
-        j = make_judge("sequential", slos, alpha=ALPHA, min_requests=NEVER, interval=False)
-        res = j.run_stream(0.1, *segment(rng, 50 * (warmup + horizon), 50, 0.1, 0.001, c["e_c"], c["lat_c"], onset=50 * warmup))
-        i, outcome, _ = res.first_decision()
-        assert i < 0 or i >= warmup, "a FAIL while the canary was healthy"
-        out.append(i - warmup + 1 if outcome == 1 else None)
-    return out
+def _delays(case: str, warmup: int, reps: int) -> list[int | None]:
+    d, early = delays(case, warmup, (np.random.default_rng(900 + r) for r in range(reps)))
+    assert early == 0, "a FAIL while the canary was healthy"
+    return d
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(MEDIAN_MAX))
 def test_a_regression_after_a_long_healthy_past_is_caught_promptly(case):
     """After 2,000 healthy looks the regression is caught within a bounded number of looks in every run.
 
@@ -148,7 +92,7 @@ def test_a_regression_after_a_long_healthy_past_is_caught_promptly(case):
     reps = 10
     d = _delays(case, WARMUP_LOOKS, reps)
     assert all(x is not None for x in d), d
-    assert float(np.median(d)) <= CASES[case]["median_max"], d
+    assert float(np.median(d)) <= MEDIAN_MAX[case], d
     # and the healthy past costs a bounded amount over a judge that starts at the onset
     fresh = _delays(case, 0, reps)
     assert all(x is not None for x in fresh)

@@ -45,12 +45,34 @@ each, one per step: a canary worse than a margin passes that SLO at a given
 step with probability <= pass_alpha; no split is needed because a promotion
 needs every SLO to pass.
 
+**FAIL e-processes over start times.** Each FAIL e-process is a mixture of
+the same test started at different times (after every look for the error
+rate, after every closed block for quantiles, every 12.5% more canary
+requests for the geometric mean), the start after canary count c_k weighted
+START_SHARE * (F(c_k) - F(c_{k-1})), F(c) = c / (c + START_SCALE), and the
+start with the e-process 1 - START_SHARE; beside the fixed bet grid, a plug-in
+bet chosen from earlier looks (:mod:`analysis.sequential`, section 4). Why it
+is still a test supermartingale: add to the mixture the mass not yet given to
+a start, counted at face value. A start moves mass from that reserve into a
+component worth exactly its mass, and every started component is a product of
+factors with conditional expectation <= 1 (predictable bets, masses fixed by
+counts seen before their first factor; the geometric mean's components are
+asymptotic e-processes, as its test always was), so the sum never grows in
+expectation; it starts at <= 1 because the masses sum to < 1 on every path
+(telescoping F). By Ville the mixture, which is below that sum, crosses
+1/alpha with probability <= alpha, so the alpha bookkeeping above is
+unchanged - while a regression that begins after a long healthy period is
+caught by a component started near its onset, which never paid for the
+healthy past. A version-2 state's e-process of value E becomes the same
+mixture scaled by E: (1 - START_SHARE) E in its original component, the rest
+reserved for later starts (nothing created).
+
 **Segments and state.** ``evaluate`` receives cumulative samples of the
 current *segment*. ``new_segment()`` (or ``load_state()`` after a restart)
 starts a new one: the next arrays count from zero and are added to the step's
 totals. Arrays that shrink within a segment start a new one too; their
 content at that look is skipped rather than counted twice (reported in the
-evidence). ``state()`` is complete and JSON-serialisable (a few KB).
+evidence). ``state()`` is complete and JSON-serialisable (about 12 KB for four SLOs).
 """
 
 from __future__ import annotations
