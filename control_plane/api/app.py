@@ -45,6 +45,8 @@ from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
 from .guard import OPEN_PATHS, ApiGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .schemas import (ApplyResult, EndpointsResult, EventList, Health, Proxies, ReleaseList, RolloutDetail,
+                      RolloutList, install_policy_schema, ok, text)
 
 log = logging.getLogger("weir.api")
 
@@ -242,7 +244,7 @@ POLICY_BODY = {
         "description": "A RolloutPolicy as YAML or JSON (its JSON Schema: `weir schema`).",
         "content": {
             "application/yaml": {"schema": {"type": "string"}},
-            "application/json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/RolloutPolicy"}},
         },
     }
 }
@@ -305,6 +307,7 @@ def create_app(
     app.add_middleware(ApiGuard, auth=lambda: app.state.auth, allowed_hosts=allowed_hosts,
                        open_paths=OPEN_PATHS | ({"/metrics"} if public_metrics else set()))
     _install_error_handlers(app)
+    install_policy_schema(app)
 
     bearer = HTTPBearer(auto_error=False, description="A token listed (hashed) in the tokens file: weir tokens new")
 
@@ -370,12 +373,12 @@ def create_app(
         return data
 
     # -- probes and metrics ---------------------------------------------------------------------
-    @app.get("/healthz", summary="Liveness: the process answers", tags=["probes"])
+    @app.get("/healthz", summary="Liveness: the process answers", tags=["probes"], responses=ok(Health))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: the engine runs and the store answers", tags=["probes"],
-             responses=_responses(503))
+             responses={**ok(Health), **_responses(503)})
     async def readyz():
         if not engine.running:
             raise ApiProblem(503, "not-ready", "the rollout engine is not running")
@@ -388,7 +391,8 @@ def create_app(
         return {"status": "ready"}
 
     @app.get("/metrics", summary="Prometheus metrics (viewer token)", tags=["probes"],
-             response_class=PlainTextResponse, responses=_responses(401, 403))
+             response_class=PlainTextResponse,
+             responses={**text(METRICS_CONTENT_TYPE.split(";")[0], "the exposition"), **_responses(401, 403)})
     async def get_metrics(_: Principal = Depends(anyone if public_metrics else viewer)):
         text = metrics.render(await engine.list(), registry)
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
@@ -398,7 +402,8 @@ def create_app(
               description="201 when a rollout was created; 200 when an active rollout was updated or restarted, "
                           "or when nothing was to do (the same policy again, a canary that is already live). "
                           "`applied.action` says which: create, replace, update, restart, unchanged, already-live.",
-              tags=["rollouts"], openapi_extra=POLICY_BODY, responses=write_errors)
+              tags=["rollouts"], openapi_extra=POLICY_BODY,
+              responses={**ok(ApplyResult, "created", 201), **ok(ApplyResult, "updated or nothing to do"), **write_errors})
     async def submit(request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -414,7 +419,7 @@ def create_app(
 
     @app.put("/v1/services/{service}/versions/{version}/endpoints",
              summary="Change where a version runs (the live one or the active canary) without restarting the rollout",
-             tags=["rollouts"], openapi_extra=ENDPOINTS_BODY, responses=write_errors)
+             tags=["rollouts"], openapi_extra=ENDPOINTS_BODY, responses={**ok(EndpointsResult), **write_errors})
     async def set_endpoints(service: str, version: str, request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         try:
@@ -432,21 +437,22 @@ def create_app(
         return result
 
     @app.get("/v1/releases", summary="What is live per service: version, endpoints, the rollout that made it live",
-             tags=["rollouts"], responses=_responses(401, 403))
+             tags=["rollouts"], responses={**ok(ReleaseList), **_responses(401, 403)})
     async def list_releases(_: Principal = Depends(viewer)):
         return {"items": [r.to_json() for r in engine.releases()]}
 
-    @app.get("/v1/rollouts", summary="List rollouts", tags=["rollouts"], responses=_responses(401, 403))
+    @app.get("/v1/rollouts", summary="List rollouts", tags=["rollouts"],
+             responses={**ok(RolloutList), **_responses(401, 403)})
     async def list_rollouts(_: Principal = Depends(viewer)):
         return {"items": [summary_json(r) for r in await engine.list()]}
 
     @app.get("/v1/rollouts/{name}", summary="One rollout: state, steps, latest verdict", tags=["rollouts"],
-             responses=read_errors)
+             responses={**ok(RolloutDetail), **read_errors})
     async def get_rollout(name: str, _: Principal = Depends(viewer)):
         return detail_json(await engine.get(name))
 
     @app.get("/v1/rollouts/{name}/events", summary="A rollout's events (the why of every change)", tags=["rollouts"],
-             responses=_responses(401, 403, 404, 422))
+             responses={**ok(EventList), **_responses(401, 403, 404, 422)})
     async def get_events(
         name: str,
         after: int = Query(0, ge=0, le=2**63 - 1, description="only events with a sequence number above this"),
@@ -462,7 +468,7 @@ def create_app(
 
         act.__name__ = f"{action}_rollout"
         app.post(f"/v1/rollouts/{{name}}/{action}", summary=f"{action.capitalize()} a rollout", tags=["actions"],
-                 responses=_responses(401, 403, 404, 409))(act)
+                 responses={**ok(RolloutDetail), **_responses(401, 403, 404, 409)})(act)
 
     for action in ACTIONS:
         add_action(action)
@@ -474,7 +480,7 @@ def create_app(
                          f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}{hint}")
 
     @app.put("/v1/rollouts/{name}/weight", summary="Set the canary weight (holds until the next step)",
-             tags=["actions"], openapi_extra=WEIGHT_BODY, responses=write_errors)
+             tags=["actions"], openapi_extra=WEIGHT_BODY, responses={**ok(RolloutDetail), **write_errors})
     async def set_weight(name: str, request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         try:
@@ -504,7 +510,7 @@ def create_app(
 
     # -- proxies ---------------------------------------------------------------------------------
     @app.get("/v1/proxies", summary="Connected proxies and what they ACKed or NACKed", tags=["proxies"],
-             responses=_responses(401, 403))
+             responses={**ok(Proxies), **_responses(401, 403)})
     async def proxies(_: Principal = Depends(viewer)):
         gone = list(registry.disconnected)[-DISCONNECTED_SHOWN:]
         return {

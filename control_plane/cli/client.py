@@ -68,7 +68,9 @@ class WeirClient:
 
     def __init__(self, server: str | None = None, token: str | None = None, *, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None):
-        self.server = (server or default_server()).rstrip("/")
+        from .polish import normalize_server
+
+        self.server = normalize_server(server or default_server())  # ValueError names --server and the fix
         headers = {"Accept": "application/json, application/problem+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"

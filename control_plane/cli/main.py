@@ -151,7 +151,12 @@ def _client_command(fn: Callable[[Any, argparse.Namespace, TextIO], int]) -> Cal
         from .client import ApiError, ServerUnreachable
 
         try:
-            with _client(args) as client:
+            client = _client(args)
+        except ValueError as err:  # --server that is no http(s) URL
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        try:
+            with client:
                 return fn(client, args, sys.stdout)
         except ApiError as err:
             lines = err.lines()
@@ -624,14 +629,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .polish import closed_pipe_exit, describe_subcommands
+
+    parser = build_parser()
+    describe_subcommands(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # one INFO line per HTTP request would bury the client commands' output
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `weir ... | head`: the reader has all it wanted
+        return closed_pipe_exit()
 
 
 if __name__ == "__main__":
