@@ -45,6 +45,8 @@ from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
 from .guard import OPEN_PATHS, ApiGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .session import COOKIE as SESSION_COOKIE
+from .session import Sessions
 from .schemas import (ApplyResult, EndpointsResult, EventList, Health, Proxies, ReleaseList, RolloutDetail,
                       RolloutList, install_policy_schema, ok, text)
 
@@ -276,6 +278,7 @@ def create_app(
     metrics: Metrics | None = None,
     allowed_hosts: Iterable[str] = (),
     public_metrics: bool = False,
+    access_log: Any | None = None,
 ) -> FastAPI:
     """The API around a (started or soon started) engine.
 
@@ -283,7 +286,8 @@ def create_app(
     ``app.state.auth`` may be replaced at run time, e.g. to reload the tokens file.
     ``allowed_hosts`` are Host names accepted besides the loopback ones when there
     are no tokens; ``public_metrics`` serves ``/metrics`` without a token
-    (:mod:`control_plane.api.guard`).
+    (:mod:`control_plane.api.guard`). ``access_log`` feeds the dashboard's series and the per-version
+    metrics (default: the analyzer's access-log source, when it has one).
     """
     metrics = metrics if metrics is not None else Metrics()
     if engine.observer is None:
@@ -298,14 +302,18 @@ def create_app(
             "`Authorization: Bearer TOKEN`: viewer tokens read, operator tokens also submit and act."
         ),
         version="v1",
+        docs_url=None,  # /docs is Weir's own page (control_plane.ui): Swagger UI would load from a CDN
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.registry = registry
     app.state.auth = auth
     app.state.metrics = metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.state.sessions = Sessions()  # the dashboard's read-only cookies (api/session.py)
     app.add_middleware(ApiGuard, auth=lambda: app.state.auth, allowed_hosts=allowed_hosts,
-                       open_paths=OPEN_PATHS | ({"/metrics"} if public_metrics else set()))
+                       open_paths=OPEN_PATHS | ({"/metrics"} if public_metrics else set()),
+                       sessions=app.state.sessions)
     _install_error_handlers(app)
     install_policy_schema(app)
 
@@ -318,6 +326,10 @@ def create_app(
             current: TokenAuth | None = request.app.state.auth
             if current is None:
                 return ANONYMOUS_OPERATOR
+            if credentials is None and request.method in ("GET", "HEAD"):
+                cookie = request.app.state.sessions.principal(request.cookies.get(SESSION_COOKIE), current)
+                if cookie is not None and cookie.allows(role):
+                    return cookie
             if credentials is None:
                 raise ApiProblem(401, "unauthorized",
                                  "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
@@ -393,9 +405,9 @@ def create_app(
     @app.get("/metrics", summary="Prometheus metrics (viewer token)", tags=["probes"],
              response_class=PlainTextResponse,
              responses={**text(METRICS_CONTENT_TYPE.split(";")[0], "the exposition"), **_responses(401, 403)})
-    async def get_metrics(_: Principal = Depends(anyone if public_metrics else viewer)):
-        text = metrics.render(await engine.list(), registry)
-        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
+    async def get_metrics(request: Request, _: Principal = Depends(anyone if public_metrics else viewer)):
+        body, content_type = metrics.exposition(await engine.list(), registry, request.headers.get("accept", ""))
+        return PlainTextResponse(body, media_type=content_type)
 
     # -- rollouts --------------------------------------------------------------------------------
     @app.post("/v1/rollouts", status_code=201, summary="Apply a policy: start, update or restart a rollout",
@@ -518,6 +530,12 @@ def create_app(
             "disconnected": [p.to_json() for p in reversed(gone)],
         }
 
+    from ..ui.routes import install_ui  # the dashboard, /docs, the series and the event stream
+
+    if access_log is None:
+        access_log = (getattr(engine.analyzer, "sources", None) or {}).get("access-log")
+    metrics.bind(engine=engine, access_log=access_log)
+    install_ui(app, engine, viewer=viewer, access_log=access_log, problem=ApiProblem)
     return app
 
 
