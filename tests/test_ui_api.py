@@ -93,11 +93,15 @@ def test_series_endpoint(server, policy_file):  # noqa: F811
 
 def test_pages_and_assets_need_a_viewer_and_ship_with_weir(server):  # noqa: F811
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
-        page = anonymous.get("/ui/", headers={"Accept": "text/html"})
-        assert page.status_code == 401
+        page = anonymous.get("/ui/rollouts/echo", headers={"Accept": "text/html,*/*"})
+        assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=/ui/rollouts/echo"
+        assert anonymous.get("/ui/").status_code == 401  # not a browser's page load: a problem document
         assert anonymous.get("/ui/static/weir.js").status_code == 401
-        login = anonymous.get("/ui/login")
+        login = anonymous.get("/ui/login", params={"next": "/ui/rollouts/echo"})
         assert login.status_code == 200 and 'name="token"' in login.text
+        assert 'name="next" value="/ui/rollouts/echo"' in login.text
+        assert 'value="/ui/"' in anonymous.get("/ui/login", params={"next": "https://evil.example/"}).text
+        assert "not valid" in anonymous.get("/ui/login", params={"failed": "1"}).text
     with httpx.Client(base_url=server.url, headers=VIEW, timeout=30) as client:
         page = client.get("/ui/")
         assert page.status_code == 200 and "/ui/static/weir.js" in page.text

@@ -35,7 +35,7 @@ import ipaddress
 import json
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .auth import TokenAuth
 
@@ -113,6 +113,9 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         status, kind, detail, extra_headers = refusal
+        if status == 401 and _wants_page(scope, headers):  # a browser opening the dashboard: the sign-in page
+            await _redirect(send, "/ui/login?next=" + quote(scope.get("path", "/ui/"), safe="/"))
+            return
         await _reject(scope, send, status, kind, detail, extra_headers)
 
     # -- loopback mode ---------------------------------------------------------------------------
@@ -156,6 +159,19 @@ class ApiGuard:
             return (401, "unauthorized", "the bearer token is not valid",
                     {"WWW-Authenticate": 'Bearer realm="weir", error="invalid_token"'})
         return None
+
+
+def _wants_page(scope, headers: dict[bytes, bytes]) -> bool:
+    """A browser's page load of the dashboard or /docs (not a script's fetch of data)."""
+    path = scope.get("path", "")
+    return (scope.get("method") == "GET" and (path == "/docs" or path == "/ui" or path.startswith("/ui/"))
+            and not path.startswith("/ui/static/") and b"text/html" in headers.get(b"accept", b""))
+
+
+async def _redirect(send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _reject(scope, send, status: int, kind: str, detail: str, extra: dict[str, str] | None) -> None:

@@ -264,10 +264,12 @@ def _rollout_rows(items: list[dict[str, Any]]) -> list[list[str]]:
 
 def _cmd_get(client, args: argparse.Namespace, out: TextIO) -> int:
     if args.watch:
-        if not args.name:
-            print("error: --watch needs a rollout NAME", file=sys.stderr)
-            return 1
-        return _watch(client, args.name, args.interval, args.output, out)
+        from .watch import watch
+
+        try:
+            return watch(client, args.name, args.interval, args.output, out, step_text=_step, weight_text=_weight)
+        except KeyboardInterrupt:
+            return 130
     if args.name:
         data: Any = client.get(args.name)
         items = [data]
@@ -281,29 +283,6 @@ def _cmd_get(client, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     _table(["NAME", "SERVICE", "PHASE", "STEP", "WEIGHT", "AGE", "MESSAGE"], _rollout_rows(items), out)
     return 0
-
-
-def _watch(client, name: str, interval: float, output: str | None, out: TextIO) -> int:
-    """Poll one rollout, print a line whenever it changes; stop at a terminal phase (exit 0 only if Succeeded)."""
-    last = None
-    try:
-        while True:
-            r = client.get(name)
-            key = (r["phase"], r["step"], r["weight"], r.get("mirror"), r.get("gate"), r.get("message"), r["revision"])
-            if key != last:
-                last = key
-                if output == "json":
-                    print(json.dumps({k: r.get(k) for k in ("name", "revision", "phase", "step", "n_steps", "weight",
-                                                               "mirror", "gate", "message", "updated_at")}),
-                          file=out, flush=True)
-                else:
-                    print(f"{time.strftime('%H:%M:%S')}  {r['phase']:<11}  step {_step(r):<6}  weight {_weight(r):<5}  "
-                          f"{r.get('message', '')}", file=out, flush=True)
-            if not r.get("active", True):
-                return 0 if r["phase"] == "Succeeded" else 1
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return 130
 
 
 def _cmd_describe(client, args: argparse.Namespace, out: TextIO) -> int:
@@ -565,8 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", metavar="NAME")
     output_option(p)
     p.add_argument("-w", "--watch", action="store_true",
-                   help="print a line per change until a terminal phase (exit 0 if Succeeded, 1 otherwise)")
-    p.add_argument("--interval", type=float, default=1.0, help="--watch poll interval in seconds (default 1)")
+                   help="follow live: a line per rollout with step, weight, samples and SLO progress, redrawn "
+                        "in place on a terminal; with NAME until it ends (exit 0 if Succeeded, 1 otherwise), "
+                        "without until none is active")
+    p.add_argument("--interval", type=float, default=1.0, help="--watch refresh interval in seconds (default 1)")
     p.set_defaults(func=_client_command(_cmd_get))
 
     p = sub.add_parser("describe", help="one rollout in detail: steps, verdict, evidence, events", parents=[conn])

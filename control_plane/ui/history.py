@@ -38,6 +38,11 @@ class VerdictHistory:
             looks = self._looks[rollout] = deque(maxlen=self.keep)
         looks.append((self.clock(), self.step_of(rollout), outcome, slo_progress(verdict)))
 
+    def last_at(self, rollout: str) -> float | None:
+        """When the latest look at the rollout was taken (None: none since this process started)."""
+        looks = self._looks.get(rollout)
+        return looks[-1][0] if looks else None
+
     def forget(self, rollout: str) -> None:
         self._looks.pop(rollout, None)
 

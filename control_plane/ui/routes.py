@@ -10,6 +10,7 @@ signs in once at ``/ui/login`` with a token and gets a read-only session cookie
 from __future__ import annotations
 
 import mimetypes
+from html import escape as html_escape
 from importlib import resources
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -44,7 +45,7 @@ def install_ui(app: FastAPI, engine: Any, *, viewer: Callable[..., Any], access_
     history = VerdictHistory(engine.latest_verdicts.get, clock=engine.clock)
     add_observer(engine, hub)
     add_observer(engine, history)
-    series = SeriesBuilder(engine, access_log, history, clock=engine.clock)
+    series = SeriesBuilder(engine, access_log, history, clock=engine.clock, version=lambda: hub.version)
     app.state.event_hub, app.state.series = hub, series
     page = static_text("dashboard.html")
 
@@ -79,10 +80,14 @@ def install_ui(app: FastAPI, engine: Any, *, viewer: Callable[..., Any], access_
                         headers={"Cache-Control": "max-age=300"})
 
     @app.get("/ui/login", include_in_schema=False)
-    async def login_page(request: Request):
+    async def login_page(request: Request, next: str = Query("/ui/", max_length=2000),
+                         failed: str | None = Query(None, max_length=8)):
         if request.app.state.auth is None:
             return RedirectResponse("/ui/", status_code=303)
-        return HTMLResponse(static_text("login.html"), headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+        body = static_text("login.html").replace('name="next" value="/ui/"', f'name="next" value="{html_escape(_safe_next(next))}"')
+        if failed is not None:
+            body = body.replace("<!--FAILED-->", '<p class="failed">That token is not valid here. Try again.</p>')
+        return HTMLResponse(body, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                                                 "Content-Security-Policy": CSP})
 
     @app.post("/ui/login", include_in_schema=False)
@@ -95,9 +100,7 @@ def install_ui(app: FastAPI, engine: Any, *, viewer: Callable[..., Any], access_
             raise problem(413, "body-too-large", f"a sign-in form is at most {_LOGIN_BODY_MAX} bytes")
         form = parse_qs(body.decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
-        target = (form.get("next") or ["/ui/"])[0]
-        if not target.startswith("/ui/") or target.startswith("//"):
-            target = "/ui/"
+        target = _safe_next((form.get("next") or ["/ui/"])[0])
         issued = request.app.state.sessions.issue(auth, token)
         if issued is None:
             return RedirectResponse("/ui/login?failed=1", status_code=303)
@@ -150,6 +153,11 @@ class EventStreamResponse(StreamingResponse):
 #: Pages load scripts and styles only from this server; no inline script, no frames.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def _safe_next(target: str) -> str:
+    """Where to go after signing in: a dashboard path of this server, never another site."""
+    return target if target.startswith("/ui/") and not target.startswith("//") and "\\" not in target else "/ui/"
 
 
 def _renew(request: Request, response: Response) -> None:

@@ -76,18 +76,21 @@ class SeriesBuilder:
     """Builds (and briefly caches) ``GET /v1/rollouts/{name}/series`` answers."""
 
     def __init__(self, engine: Any, access_log: Any | None, history: VerdictHistory | None, *,
-                 max_bins: int = 120, clock: Callable[[], float] = time.time) -> None:
+                 max_bins: int = 120, clock: Callable[[], float] = time.time,
+                 version: Callable[[], int] = lambda: 0) -> None:
         self.engine = engine
         self.access_log = access_log
         self.history = history
         self.max_bins = max_bins
         self.clock = clock
-        self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.version = version  # the event hub's count: a new event makes a cached answer stale
+        self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     async def build(self, name: str) -> dict[str, Any]:
         now = self.clock()
+        key = (int(now), self.version())
         cached = self._cache.get(name)
-        if cached is not None and cached[0] == int(now):
+        if cached is not None and cached[0] == key:
             return cached[1]
         rollout = await self.engine.get(name)  # RolloutNotFound: 404
         events = []
@@ -135,8 +138,9 @@ class SeriesBuilder:
             "weights": weights,
             "slos": slos,
             "verdict": latest,
+            "verdict_at": self.history.last_at(name) if self.history is not None else None,
         }
-        self._cache[name] = (int(now), answer)
+        self._cache[name] = (key, answer)
         if len(self._cache) > 256:
             self._cache.pop(next(iter(self._cache)))
         return answer

@@ -32,8 +32,10 @@ class EventHub:
     def __init__(self) -> None:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.closed = False
+        self.version = 0  # bumped per event: caches of what events change key on it
 
     def observe_event(self, event: Any) -> None:
+        self.version += 1
         for loop, flag in list(self._waiters):
             try:
                 loop.call_soon_threadsafe(flag.set)

@@ -254,6 +254,10 @@
     var r = state.rollout;
     if (!el || !r) return;
     var verdict = (state.series && state.series.verdict) || r.latest_verdict || r.verdict;
+    var verdictAt = state.series && state.series.verdict_at;
+    // A new step counts from its routing's convergence; until its first look the latest verdict is the last step's.
+    var fresh = !r.active || (r.converged_at && (!verdictAt || !r.step_started_at || verdictAt >= r.step_started_at));
+    if (!fresh) verdict = null;
     var c = counts(verdict), cur = currentStep(r);
     var canary = c.canary ? c.canary.requests : null, stable = c.stable ? c.stable.requests : null;
     var inStep = r.step_started_at && r.active ? (Date.now() / 1000 - r.step_started_at) : null;
@@ -263,6 +267,8 @@
       esc(verdict && verdict.samples_needed != null ? verdict.samples_needed : "-") + "</b></div><div><span>latest analysis</span><b>" +
       (verdict ? badge(verdict.outcome) : "-") + "</b></div></div>";
     if (verdict) html += '<p class="reason small">' + esc(verdict.reason) + "</p>";
+    else if (r.active) html += '<p class="reason small muted">' + (r.converged_at ? "waiting for the first look at this step" :
+      "waiting for every proxy to run this step's routing: samples count from then on") + "</p>";
     var slos = sloProgress(verdict);
     if (slos.length) {
       html += '<div class="slo small muted"><div>SLO</div><div>toward fail: e-value / threshold</div><div>toward pass: e-value / threshold</div><div>outcome</div></div>';
