@@ -138,6 +138,10 @@ class WeirClient:
         params = {"after": after} if after else None
         return self._request("GET", f"/v1/rollouts/{_segment(name)}/events", params=params)["items"]
 
+    def get_path(self, path: str) -> Any:
+        """``GET`` any API path (with its query), e.g. what ``weir report`` collects."""
+        return self._request("GET", path)
+
     # -- fleet ----------------------------------------------------------------------------------
     def proxies(self) -> dict[str, Any]:
         return self._request("GET", "/v1/proxies")

@@ -397,6 +397,20 @@ def _cmd_set_weight(client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_report(client, args: argparse.Namespace, out: TextIO) -> int:
+    from ..ui.report import collect, write_report
+
+    data = collect(client.get_path, args.name)
+    try:
+        path = write_report(data, args.file or f"{args.name}.html")
+    except OSError as err:
+        print(f"error: -o {args.file}: cannot write: {err.strerror or err}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: rollout {args.name} ({data['rollout']['phase']}), {len(data['events'])} events with their "
+          "evidence; open it in any browser (self-contained, no network)", file=out)
+    return 0
+
+
 def _cmd_proxies(client, args: argparse.Namespace, out: TextIO) -> int:
     data = client.proxies()
     if args.output:
@@ -580,6 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after this sequence number")
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_events))
+
+    p = sub.add_parser("report", help="write one rollout as a self-contained HTML file: plots and every decision's "
+                                      "evidence", parents=[conn])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-o", "--output", dest="file", metavar="FILE", help="the HTML file to write (default NAME.html)")
+    p.set_defaults(func=_client_command(_cmd_report))
 
     p = sub.add_parser("proxies", help="connected Envoy proxies, their versions and NACKs", parents=[conn])
     output_option(p)

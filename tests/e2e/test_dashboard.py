@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 import yaml
 
+from control_plane import cli
 from control_plane.api.app import create_app
 from control_plane.api.auth import TokenAuth, hash_token
 from control_plane.assembly import start_control_plane
@@ -70,44 +71,51 @@ class Traffic(threading.Thread):
 
 def browse(url: str, phases: list[str]) -> dict:
     """Sign in, open the rollout page, wait through the expected phases; screenshots and the console log."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     driver = headless_chromium()
     seen: dict = {"steps": set(), "phases": []}
+
+    def text(d, selector: str) -> str:  # read in one script call: the page redraws parts of itself live
+        return d.execute_script("var e = document.querySelector(arguments[0]); return e ? e.innerText : '';", selector)
+
     try:
-        wait = WebDriverWait(driver, 180, poll_frequency=0.2)
+        wait = WebDriverWait(driver, 180, poll_frequency=0.2,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
         driver.get(url + "/ui/")
         wait.until(lambda d: d.find_elements(By.NAME, "token"))  # not signed in: the sign-in page
         driver.find_element(By.NAME, "token").send_keys(VIEWER)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#rollouts a"))  # the rollouts list
-        seen["list_text"] = driver.find_element(By.ID, "rollouts").text
-        driver.find_element(By.CSS_SELECTOR, "#rollouts a").click()
+        seen["list_text"] = text(driver, "#rollouts")
+        driver.execute_script("document.querySelector('#rollouts a').click()")  # atomic: the list redraws live
         wait.until(lambda d: d.find_elements(By.ID, "rollout-name"))
         seen["url"] = driver.current_url
 
         def progress(d):
-            badge = d.find_element(By.CSS_SELECTOR, "#rollout-name .badge").text
-            if not seen["phases"] or seen["phases"][-1] != badge:
+            badge = text(d, "#rollout-name .badge")
+            if badge and (not seen["phases"] or seen["phases"][-1] != badge):
                 seen["phases"].append(badge)
-            seen["steps"].add(d.find_element(By.ID, "step").text)
+            seen["steps"].add(text(d, "#step"))
             return badge
 
         # Mid-rollout: the second step is judged live, with traffic in the charts.
-        wait.until(lambda d: progress(d) == "Progressing" and d.find_element(By.ID, "step").text == "2/3"
+        wait.until(lambda d: progress(d) == "Progressing" and text(d, "#step") == "2/3"
                    and d.find_elements(By.CSS_SELECTOR, "#c-rate canvas") and d.find_elements(By.CSS_SELECTOR, "#c-slos canvas"))
         wait.until(lambda d: progress(d) and d.find_elements(By.CSS_SELECTOR, ".slo[data-slo]"))
-        seen["progress_text"] = driver.find_element(By.ID, "progress").text
-        seen["live"] = driver.find_element(By.ID, "live").text
+        wait.until(lambda d: "canary samples" in text(d, "#progress") and "latency-p50" in text(d, "#progress"))
+        seen["progress_text"] = text(driver, "#progress")
+        seen["live"] = text(driver, "#live")
         driver.save_screenshot(str(SHOTS / "dashboard-progressing.png"))
         wait.until(lambda d: progress(d) in ("Succeeded", "RolledBack", "Failed"))
         # The last events arrive through the stream: wait for the promotion's event row.
         wait.until(lambda d: any(r.get_attribute("data-kind") == "phase" and "Succeeded" in r.text
                                  for r in d.find_elements(By.CSS_SELECTOR, "#events tr.event")))
-        seen["events_text"] = driver.find_element(By.ID, "events").text
-        seen["proxies_text"] = driver.find_element(By.ID, "proxies").text
+        seen["events_text"] = text(driver, "#events")
+        seen["proxies_text"] = text(driver, "#proxies")
         seen["charts"] = len(driver.find_elements(By.CSS_SELECTOR, "canvas"))
         driver.save_screenshot(str(SHOTS / "dashboard-succeeded.png"))
         seen["console"] = driver.get_log("browser")
@@ -115,6 +123,23 @@ def browse(url: str, phases: list[str]) -> dict:
         driver.quit()
         driver.weir_profile.cleanup()
     return seen
+
+
+def open_report(path: Path) -> dict:
+    """The written report in the browser, from disk: it draws its charts with no server at all."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = headless_chromium()
+    try:
+        driver.get(path.resolve().as_uri())
+        WebDriverWait(driver, 60, poll_frequency=0.2).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "canvas")) >= 6)
+        driver.save_screenshot(str(SHOTS / "report.png"))
+        return {"text": driver.find_element(By.ID, "app").text, "console": driver.get_log("browser"),
+                "charts": len(driver.find_elements(By.CSS_SELECTOR, "canvas"))}
+    finally:
+        driver.quit()
+        driver.weir_profile.cleanup()
 
 
 async def test_dashboard_shows_a_rollout_progressing_through_a_real_closed_loop(tmp_path):
@@ -137,6 +162,10 @@ async def test_dashboard_shows_a_rollout_progressing_through_a_real_closed_loop(
         await asyncio.to_thread(envoy.wait_listening, port)
         traffic.start()
         seen = await asyncio.to_thread(browse, url, ["Progressing", "Succeeded"])
+        # The same rollout as a report file, written through the API by the CLI and opened from disk.
+        report = SHOTS / "echo-report.html"
+        wrote = await asyncio.to_thread(cli.main, ["--server", url, "--token", VIEWER, "report", "echo", "-o", str(report)])
+        opened = await asyncio.to_thread(open_report, report)
     finally:
         traffic.stop.set()
         await asyncio.to_thread(traffic.join, 30)
@@ -147,8 +176,7 @@ async def test_dashboard_shows_a_rollout_progressing_through_a_real_closed_loop(
         stable.close()
         canary.close()
         sock.close()
-    rollout = await_final = seen["phases"][-1]
-    assert await_final == "Succeeded", (rollout, seen)
+    assert seen["phases"][-1] == "Succeeded", seen
     assert seen["url"].endswith("/ui/rollouts/echo")
     assert "echo" in seen["list_text"]
     # It was seen progressing, live: steps 1/3 (or already 2/3 on arrival), 2/3, then 3/3 at 100%.
@@ -162,3 +190,7 @@ async def test_dashboard_shows_a_rollout_progressing_through_a_real_closed_loop(
     errors = [entry for entry in seen["console"] if entry.get("level") == "SEVERE"]
     assert not errors, errors
     assert (SHOTS / "dashboard-progressing.png").stat().st_size > 10_000
+    assert wrote == 0 and "promoted: 100% of live traffic to v2" in opened["text"]
+    assert "step 1 passed" in opened["text"] and "step 2 passed" in opened["text"]
+    assert opened["charts"] >= 6
+    assert not [e for e in opened["console"] if e.get("level") == "SEVERE"], opened["console"]

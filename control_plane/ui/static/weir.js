@@ -160,6 +160,10 @@
     drawSloCharts(s);
   }
 
+  function logTicks(u, values) {
+    return values.map(function (v) { return v == null ? "" : (v >= 1e4 || v < 1e-2 ? v.toExponential(0) : String(+v.toPrecision(3))); });
+  }
+
   function drawSloCharts(s) {
     var box = document.getElementById("c-slos");
     if (!box) return;
@@ -182,7 +186,7 @@
       chart("slo-" + i, el, x.slo + ": test statistic (e-value) vs thresholds", [
         line("toward fail", COLORS.fail, {}), line("fail threshold", COLORS.fail, { dash: [4, 4], width: 1 }),
         line("toward pass", COLORS.pass, {}), line("pass threshold", COLORS.pass, { dash: [4, 4], width: 1 }),
-      ], [x.at, x.e_fail.map(floor), thrFail, x.e_pass.map(floor), thrPass], { log: true });
+      ], [x.at, x.e_fail.map(floor), thrFail, x.e_pass.map(floor), thrPass], { log: true, values: logTicks });
     });
   }
 
@@ -300,7 +304,8 @@
     if (!el) return;
     var rows = state.events.slice().reverse().map(function (e) {
       var phase = !e.phase_from || e.phase_from === e.phase_to ? e.phase_to : e.phase_from + " \u2192 " + e.phase_to;
-      var ev = e.verdict ? "<div>" + badge(e.verdict.outcome) + " " + evidenceSummary(e.verdict) + "</div><details><summary>full evidence</summary><pre>" +
+      var open = report && e.kind !== "converged" ? " open" : "";
+      var ev = e.verdict ? "<div>" + badge(e.verdict.outcome) + " " + evidenceSummary(e.verdict) + "</div><details" + open + "><summary>full evidence</summary><pre>" +
         esc(JSON.stringify(e.verdict, null, 2)) + "</pre></details>" : "";
       return '<tr class="event" data-kind="' + esc(e.kind) + '"><td class="mono">' + esc(e.seq) + "</td><td>" + esc(clock(e.at)) + "</td><td>" + esc(e.kind) + "</td><td>" +
         esc(phase) + "</td><td>" + esc(e.step < 0 ? "-" : e.step + 1) + "</td><td>" + esc(e.weight) + '%</td><td class="reason">' +
