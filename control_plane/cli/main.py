@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envoy-admin", metavar="URL", action="append", default=[],
                    help="an Envoy admin URL to poll for the envoy-stats source (repeatable)")
     security.add_serve_security_options(p)
+    from ..notify.config import add_notify_options
+
+    add_notify_options(p)
     p.set_defaults(func=_cmd_serve)
     security.add_certs_command(sub)
 
