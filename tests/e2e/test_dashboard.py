@@ -119,6 +119,11 @@ def browse(url: str, phases: list[str]) -> dict:
         seen["charts"] = len(driver.find_elements(By.CSS_SELECTOR, "canvas"))
         driver.save_screenshot(str(SHOTS / "dashboard-succeeded.png"))
         seen["console"] = driver.get_log("browser")
+        # /docs: the API reference, drawn from /openapi.json by Weir's own page (no CDN).
+        driver.get(url + "/docs")
+        wait.until(lambda d: "/v1/rollouts/{name}/series" in d.execute_script(
+            "var e = document.getElementById('api'); return e ? e.textContent : '';"))  # innerText is upper-cased by CSS
+        seen["console"] += driver.get_log("browser")
     finally:
         driver.quit()
         driver.weir_profile.cleanup()
