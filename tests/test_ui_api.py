@@ -91,6 +91,16 @@ def test_series_endpoint(server, policy_file):  # noqa: F811
     assert [w["weight"] for w in series["weights"]][-1] == 10  # the first step's weight, from the events
 
 
+def test_series_follow_a_new_event_at_once(server, policy_file):  # noqa: F811
+    assert weir(server, "apply", "-f", policy_file()) == 0
+    server.ticks(3)
+    with httpx.Client(base_url=server.url, headers=VIEW, timeout=30) as client:
+        before = client.get("/v1/rollouts/echo/series").json()["weights"]
+        assert weir(server, "pause", "echo") == 0
+        after = client.get("/v1/rollouts/echo/series").json()["weights"]  # within the same second: not the cache
+    assert len(after) == len(before) + 1 and after[-1]["phase"] == "Paused"
+
+
 def test_pages_and_assets_need_a_viewer_and_ship_with_weir(server):  # noqa: F811
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         page = anonymous.get("/ui/rollouts/echo", headers={"Accept": "text/html,*/*"})

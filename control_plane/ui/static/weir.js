@@ -226,7 +226,7 @@
   // -- one rollout ---------------------------------------------------------------------------------
   function skeleton(name) {
     app.innerHTML = '<div id="head"></div>' +
-      '<div class="card"><h2>Progress of this step</h2><div id="progress"></div></div>' +
+      '<div class="card"><h2 id="progress-title">Progress of this step</h2><div id="progress"></div></div>' +
       '<div class="grid"><div class="card"><div id="c-weight"></div></div><div class="card"><div id="c-rate"></div></div>' +
       '<div class="card"><div id="c-errors"></div></div><div class="card"><div id="c-latency"></div></div>' +
       '<div class="card" style="display:none"><div id="c-ttfb"></div></div></div>' +
@@ -257,6 +257,7 @@
     var el = document.getElementById("progress");
     var r = state.rollout;
     if (!el || !r) return;
+    document.getElementById("progress-title").textContent = r.active ? "Progress of this step" : "The last analysis";
     var verdict = (state.series && state.series.verdict) || r.latest_verdict || r.verdict;
     var verdictAt = state.series && state.series.verdict_at;
     // A new step counts from its routing's convergence; until its first look the latest verdict is the last step's.
