@@ -16,7 +16,6 @@ from analysis.sources.access_log import LIVE, AccessLogSource, Entry
 from analysis.sources.timing_log import TimingRecord
 from control_plane.api.metrics import METRIC_NAMES
 from tests.test_api import VIEW, make_api, parse_metrics, submit  # noqa: F401  (fixture)
-from tests.test_notify import EVIDENCE
 from tests.test_notify import EvidenceAnalyzer as _Scripted
 
 DASHBOARD = Path("manifests/grafana/weir-canary.json")
