@@ -84,6 +84,9 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2,
                             **(security.api_ssl or {}))
     api = uvicorn.Server(config)
+    from ..ui.stream import end_streams_on_exit
+
+    end_streams_on_exit(api, app.state.event_hub)  # Ctrl-C with a dashboard open: its stream ends first
     tasks = []
     if args.policies:
         tasks.append(asyncio.create_task(PolicyDirectory(engine, args.policies).run(), name="weir-policies"))

@@ -20,7 +20,7 @@ import json
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-__all__ = ["EventHub", "event_stream", "format_sse"]
+__all__ = ["EventHub", "end_streams_on_exit", "event_stream", "format_sse"]
 
 #: Events read from the store per query while catching up.
 BATCH = 500
@@ -120,3 +120,18 @@ async def event_stream(
                     yield b": keepalive\n\n"
     finally:
         hub.unsubscribe(waiter)
+
+
+def end_streams_on_exit(server: Any, hub: EventHub) -> None:
+    """End the open event streams as soon as a uvicorn server is told to stop (SIGINT, SIGTERM).
+
+    Otherwise each open dashboard holds the graceful shutdown until its timeout,
+    and the cancelled stream is logged as an error.
+    """
+    handle_exit = server.handle_exit
+
+    def on_exit(*args: Any) -> None:
+        hub.close()
+        handle_exit(*args)
+
+    server.handle_exit = on_exit
