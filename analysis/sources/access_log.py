@@ -104,6 +104,7 @@ from xds.wire import accesslog_pb2 as wire
 
 from . import Coverage, cluster_of
 from .timing_log import TimingLog
+from .totals import ArmTotals
 
 log = logging.getLogger("weir.analysis.access_log")
 
@@ -347,9 +348,11 @@ class _Thin:
 class _Arm:
     """One (cluster, traffic) arm."""
 
-    __slots__ = ("cluster", "traffic", "seconds", "t", "lat", "ep", "endpoints", "ep_index", "thin", "compacted_to", "evicted_to")
+    __slots__ = ("cluster", "traffic", "seconds", "t", "lat", "ep", "endpoints", "ep_index", "thin", "compacted_to",
+                 "evicted_to", "totals")
 
-    def __init__(self, cluster: str, traffic: str, thin: _Thin):
+    def __init__(self, cluster: str, traffic: str, thin: _Thin, totals: ArmTotals | None = None):
+        self.totals = totals if totals is not None else ArmTotals()  # since the process started (/metrics)
         self.cluster = cluster
         self.traffic = traffic
         self.seconds: dict[int, dict[int, _Bucket]] = {}
@@ -421,6 +424,24 @@ class _Arm:
         if epi is not None:
             mask &= np.frombuffer(self.ep, dtype=np.uint16) == epi
         return np.frombuffer(self.lat, dtype=np.float32)[mask].astype(np.float64)
+
+
+@dataclass
+class ArmWindow:
+    """What :meth:`AccessLogSource.window` copies out: per-second counts and time-stamped samples."""
+
+    seconds: np.ndarray  # int64 epoch seconds that had requests
+    requests: np.ndarray  # per second
+    errors: np.ndarray
+    latency_t: np.ndarray  # start time of each kept latency sample
+    latency_ms: np.ndarray
+    ttfb_t: np.ndarray
+    ttfb_ms: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "ArmWindow":
+        e = np.empty(0)
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), e, e, e, e)
 
 
 @dataclass
@@ -502,6 +523,8 @@ class AccessLogSource:
             service_of=lambda cluster: self._service_of.get(cluster) or cluster.rsplit("-", 1)[0])
         self.started_at = clock()
         self._arms: dict[tuple[str, str], _Arm] = {}
+        #: (cluster, traffic) -> totals since the process started; outlives an arm dropped after retention
+        self.totals: dict[tuple[str, str], ArmTotals] = {}
         self._thins: dict[str, _Thin] = {}
         self._service_of: dict[str, str] = {}  # cluster -> service (registered or learned)
         self._grpc_client_codes: dict[str, frozenset[int]] = {}  # cluster -> codes that are not errors
@@ -622,6 +645,8 @@ class AccessLogSource:
             if b is None:
                 b = eps[epi] = _Bucket(sec >= exact_cut or sec in pinned)
             b.n += 1
+            tot = arm.totals
+            tot.requests += 1
             if b.offs is not None:
                 off = start - sec
                 b.offs.append(off)
@@ -633,6 +658,7 @@ class AccessLogSource:
             counted += 1
             if error:
                 b.err += 1
+                tot.errors += 1
                 continue
             th = arm.thin
             if th.sec != now_sec:
@@ -646,6 +672,7 @@ class AccessLogSource:
                 arm.t.append(start)
                 arm.lat.append(latency)
                 arm.ep.append(epi)
+                tot.observe(latency)
         c = self.counters
         c["entries"] += len(entries)
         c["unattributed"] += unattributed
@@ -668,7 +695,10 @@ class AccessLogSource:
             else:  # the longest known service this cluster belongs to, else a guess
                 known = [s for s in self._thins if cluster.startswith(s + "-")]
                 service = max(known, key=len) if known else cluster.rsplit("-", 1)[0]
-        arm = self._arms[(cluster, traffic)] = _Arm(cluster, traffic, self._thin(service))
+        totals = self.totals.get((cluster, traffic))
+        if totals is None:
+            totals = self.totals[(cluster, traffic)] = ArmTotals()
+        arm = self._arms[(cluster, traffic)] = _Arm(cluster, traffic, self._thin(service), totals)
         return arm
 
     def _thin(self, service: str) -> _Thin:
@@ -798,6 +828,39 @@ class AccessLogSource:
         if self.timing is not None and endpoint is None:
             samples.ttfb_ms, samples.tpot_ms = self.timing.samples(cluster, traffic, lo, hi if not math.isinf(hi) else None)
         return samples
+
+    def window(self, service: str, version: str, since: float, until: float | None = None, *,
+               traffic: str = LIVE) -> "ArmWindow":
+        """Copies of one arm's per-second counts and time-stamped latency samples in [since, until), for plots.
+
+        Unlike :meth:`samples` it pins nothing (plots may ask about any window without
+        making the source keep per-request offsets) and counts whole seconds. Copies,
+        so the caller may work on them in a thread while entries keep arriving.
+        """
+        cluster = cluster_of(service, version)
+        arm = self._arms.get((cluster, traffic))
+        hi = math.inf if until is None else until
+        if arm is None:
+            return ArmWindow.empty()
+        secs = sorted(s for s in arm.seconds if since - 1 < s < hi)
+        seconds = np.array(secs, dtype=np.int64)
+        requests = np.array([sum(b.n for b in arm.seconds[s].values()) for s in secs], dtype=np.int64)
+        errors = np.array([sum(b.err for b in arm.seconds[s].values()) for s in secs], dtype=np.int64)
+        t = np.frombuffer(arm.t, dtype=np.float64) if arm.t else np.empty(0)
+        mask = (t >= since) & (t < hi)
+        lat_t = t[mask].copy()
+        lat = np.frombuffer(arm.lat, dtype=np.float32)[mask].astype(np.float64) if arm.t else np.empty(0)
+        ttfb_t, ttfb = (self.timing.timed(cluster, traffic, since, until) if self.timing is not None
+                        else (np.empty(0), np.empty(0)))
+        return ArmWindow(seconds, requests, errors, lat_t, lat, ttfb_t, ttfb)
+
+    def service_version(self, cluster: str) -> tuple[str, str]:
+        """(service, version) of a ``<service>-<version>`` cluster (the registered split when known)."""
+        service = self._service_of.get(cluster)
+        if service is not None and cluster.startswith(service + "-"):
+            return service, cluster[len(service) + 1:]
+        head, _, tail = cluster.rpartition("-")
+        return (head, tail) if head else (cluster, "")
 
     def samples_by_endpoint(
         self, service: str, version: str, since: float, until: float | None = None, *, traffic: str = LIVE
