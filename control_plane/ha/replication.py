@@ -12,6 +12,11 @@ proxies run the published revision (``<prefix>/convergence/<replica>``, on
 the replica's lease, so a dead replica's report disappears with it). It
 writes when something changed: a new routing, a proxy that connected, left,
 converged or NACKed (:class:`ObservedRegistry`), and at least every second.
+Beside it, on the same lease, it keeps the node ids of this replica's proxies
+(``<prefix>/proxies/<replica>``, written only when the set changes, at most
+every ``nodes_every_s``): the leader's access-log coverage learns from
+:class:`FleetProxies` which proxies other replicas serve, and so whose
+relayed access logs it must hold (:mod:`control_plane.ha.relay`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .session import Session
 
 log = logging.getLogger("weir.ha")
 
-__all__ = ["ConvergenceReporter", "ObservedRegistry", "RoutingFollower"]
+__all__ = ["ConvergenceReporter", "FleetProxies", "ObservedRegistry", "RoutingFollower"]
 
 #: Proxy names a report carries per service (the rest are counted).
 _NAMED = 20
@@ -126,7 +131,10 @@ class ConvergenceReporter:
     """Writes this replica's per-service convergence to etcd (see the module docstring)."""
 
     def __init__(self, client: EtcdClient, session: Session, key: bytes, replica: str, follower: RoutingFollower,
-                 router: XdsRouter, registry: ObservedRegistry, *, debounce_s: float = 0.05, every_s: float = 1.0):
+                 router: XdsRouter, registry: ObservedRegistry, *, debounce_s: float = 0.05, every_s: float = 1.0,
+                 nodes_key: bytes | None = None, nodes_every_s: float = 0.5):
+        self.nodes_key = nodes_key
+        self.nodes_every_s = nodes_every_s
         self.client = client
         self.session = session
         self.key = key
@@ -150,12 +158,27 @@ class ConvergenceReporter:
                               "waiting": len(status.waiting_on), "error": status.error, "proxies": len(proxies)}
         return {"replica": self.replica, "routing_revision": self.follower.revision, "services": services}
 
+    def nodes(self) -> list[str]:
+        return sorted({p.node_id for p in self.registry.proxies()})
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="weir-ha-convergence")
+
+    async def _put_nodes(self, lease: int, state: dict[str, Any]) -> None:
+        """The node ids of this replica's proxies, when they changed (at most every ``nodes_every_s``)."""
+        nodes = self.nodes()
+        if (nodes, lease) == state.get("last") or time.monotonic() - state.get("at", 0.0) < self.nodes_every_s:
+            if (nodes, lease) != state.get("last"):
+                self.registry.changed.set()  # not yet: the next round writes them
+            return
+        await self.client.put(self.nodes_key, json.dumps({"replica": self.replica, "nodes": nodes}).encode(),
+                              lease=lease)
+        state["last"], state["at"] = (nodes, lease), time.monotonic()
 
     async def _run(self) -> None:
         last: dict[str, Any] | None = None
         last_lease = 0
+        nodes_state: dict[str, Any] = {}
         changed = self.registry.changed
         while True:
             try:
@@ -168,15 +191,76 @@ class ConvergenceReporter:
             if not lease:
                 continue
             report = self.report()
-            if report == last and lease == last_lease:
-                continue
             try:
+                if self.nodes_key is not None:
+                    await self._put_nodes(lease, nodes_state)
+                if report == last and lease == last_lease:
+                    continue
                 await self.client.put(self.key, json.dumps({**report, "at": time.time()}).encode(), lease=lease)
                 last, last_lease = report, lease
             except (EtcdUnavailable, EtcdError) as err:
                 log.warning("convergence report: %s", err)
                 changed.set()
                 await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class FleetProxies:
+    """Which proxies every *other* replica serves now: ``<prefix>/proxies/<replica>``, watched.
+
+    A replica's key lives on its lease, so a dead replica's proxies leave the view
+    with it. :meth:`view` is what the access-log source's coverage asks
+    (``AccessLogSource(fleet_proxies=...)``); while etcd is unreachable it
+    answers the last view it had.
+    """
+
+    def __init__(self, client: EtcdClient, prefix: bytes, replica: str):
+        self.client = client
+        self.prefix = prefix
+        self.replica = replica
+        self.replicas: dict[str, frozenset[str]] = {}
+        self._task: asyncio.Task | None = None
+
+    def view(self) -> dict[str, frozenset[str]]:
+        return {r: nodes for r, nodes in self.replicas.items() if r != self.replica}
+
+    def _put(self, kv: pb.KeyValue) -> None:
+        name = kv.key[len(self.prefix):].decode(errors="replace")
+        try:
+            nodes = frozenset(str(n) for n in json.loads(kv.value).get("nodes", ()))
+        except (ValueError, AttributeError):
+            nodes = frozenset()
+        self.replicas[name] = nodes
+
+    async def _run(self) -> None:
+        from ..etcd.client import prefix_end
+
+        end = prefix_end(self.prefix)
+        while True:
+            try:
+                resp = await self.client.range(self.prefix, end)
+                self.replicas = {}
+                for kv in resp.kvs:
+                    self._put(kv)
+                async for watched in self.client.watch(self.prefix, end, start_revision=resp.header.revision + 1):
+                    for event in watched.events:
+                        if event.type == pb.Event.PUT:
+                            self._put(event.kv)
+                        else:
+                            self.replicas.pop(event.kv.key[len(self.prefix):].decode(errors="replace"), None)
+            except asyncio.CancelledError:
+                raise
+            except (EtcdUnavailable, EtcdError) as err:
+                log.debug("fleet proxies watch: %s; keeping the last view", err)
+                await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="weir-ha-fleet-proxies")
 
     async def stop(self) -> None:
         if self._task is not None:
