@@ -12,7 +12,7 @@ import yaml
 from devtools.devstack import send_requests
 from devtools.replicas import ReplicaProcess, wait_for
 
-__all__ = ["ReplicaProcess", "Traffic", "policy", "wait_for"]
+__all__ = ["ReplicaProcess", "Traffic", "leader_of", "policy", "wait_for"]
 
 POLICY = yaml.safe_load(open("policies/examples/minimal.yaml"))
 
@@ -24,6 +24,15 @@ def policy(listener: int, stable: str, canary: str, weights=(10, 50, 100)) -> st
     data["spec"]["canary"]["endpoints"] = [canary]
     data["spec"]["strategy"]["canary"]["steps"] = [w if isinstance(w, dict) else {"weight": w} for w in weights]
     return yaml.safe_dump(data)
+
+
+def leader_of(a: ReplicaProcess, b: ReplicaProcess, timeout: float = 20) -> tuple[ReplicaProcess, ReplicaProcess]:
+    """(leader, follower), once exactly one leads."""
+    def one():
+        roles = (a.role(), b.role())
+        return roles.count("leader") == 1 and roles.count("follower") == 1 and roles
+    roles = wait_for("exactly one leader", one, timeout=timeout)
+    return (a, b) if roles[0] == "leader" else (b, a)
 
 
 class Traffic:
