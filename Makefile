@@ -69,6 +69,7 @@ bench: venv
 	$(BIN)/python bench/envoy_push.py
 	$(BIN)/python bench/xds_fanout.py --proxies 1000
 	$(BIN)/python bench/als_decode.py
+	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/analysis_sim.py --quick
 	$(BIN)/python bench/failover.py --runs 5
 

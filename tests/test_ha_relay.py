@@ -337,3 +337,40 @@ async def test_a_relay_session_must_name_another_replica():
         assert src.relays == {}
     finally:
         await server.stop()
+
+
+# --------------------------------------------------------------------------- which proxies each replica serves (etcd)
+
+from tests.test_ha_leadership import client, etcd, until  # noqa: E402,F401  (the real etcd member and its client)
+
+
+async def test_each_replica_lists_its_proxies_on_its_lease_and_the_others_see_them(client):  # noqa: F811
+    from control_plane.ha.replication import ConvergenceReporter, FleetProxies, ObservedRegistry, RoutingFollower
+    from control_plane.ha.session import Session
+    from xds.status import ProxyStatus
+
+    session = Session(client, 2)
+    session.start()
+    await session.wait_lease()
+    registry = ObservedRegistry()
+    follower = RoutingFollower(client, b"/relay-test/routing", router=None)  # no routing: the report lists no service
+    reporter = ConvergenceReporter(client, session, b"/relay-test/convergence/b", "b", follower, None, registry,
+                                   nodes_key=b"/relay-test/proxies/b", nodes_every_s=0.1)
+    seen_by_a = FleetProxies(client, b"/relay-test/proxies/", "a")
+    seen_by_b = FleetProxies(client, b"/relay-test/proxies/", "b")
+    for part in (reporter, seen_by_a, seen_by_b):
+        part.start()
+    try:
+        gw2 = ProxyStatus("gw-2", "gw", "sotw", "ipv4:127.0.0.1:1")
+        registry.connect(gw2, "gw")
+        registry.connect(ProxyStatus("gw-3", "gw", "delta", "ipv4:127.0.0.1:2"), "gw")
+        await until(lambda: seen_by_a.view() == {"b": {"gw-2", "gw-3"}})
+        assert seen_by_b.view() == {} and seen_by_b.replicas["b"] == {"gw-2", "gw-3"}  # a replica's own: not "other"
+        registry.disconnect(gw2)
+        await until(lambda: seen_by_a.view() == {"b": {"gw-3"}})
+        await session.close(revoke=True)  # the replica is gone: its list goes with its lease
+        await until(lambda: seen_by_a.view() == {})
+    finally:
+        for part in (reporter, seen_by_a, seen_by_b):
+            await part.stop()
+        await session.close(revoke=True)

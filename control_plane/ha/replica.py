@@ -89,7 +89,8 @@ class Replica(ControlPlane):
     def relay_status(self) -> dict[str, Any]:
         """This replica's relay to the leader, and (while it leads) what each other replica's relay delivered."""
         return {"to_leader": self.relay.status(), "received": self.receiver.counters,
-                "from": {r: o.to_json() for r, o in sorted(self.access_log.relays.items())}}
+                "from": {r: o.to_json() for r, o in sorted(self.access_log.relays.items())},
+                "fleet": {r: sorted(nodes) for r, nodes in sorted(self.fleet.view().items())}}
 
     async def stop(self) -> None:
         forwarding = self.extra.pop("forwarding", None)

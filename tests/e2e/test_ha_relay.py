@@ -84,6 +84,7 @@ def test_the_leader_judges_the_traffic_of_an_envoy_on_the_follower():
             # The follower holds nothing back and the leader knows where the entries came from.
             status = httpx.get(f"{leader.api}/v1/leader", timeout=5).json()
             assert status["role"] == "leader" and status["replica"] == leader.name  # no failover meanwhile
+            assert status["relay"]["fleet"] == {follower.name: ["gw-f"]}  # coverage knew whose logs to expect
             relayed = status["relay"]["from"][follower.name]
             assert relayed["connected"] and relayed["nodes"] == ["gw-f"] and relayed["gaps"] == 0, relayed
             out = httpx.get(f"{follower.api}/v1/leader", timeout=5).json()["relay"]["to_leader"]
