@@ -15,6 +15,7 @@ import pytest
 from analysis.sources.access_log import AccessLogSource
 from control_plane.ha.relay import ALS, CLOSE, OPEN, OTLP, AccessLogRelay, RelayBuffer, RelayReceiver, encode_batch
 from control_plane.ha.wire import relay_pb2 as pb
+from tests.test_ha_leadership import client, etcd, until  # noqa: F401  (a real etcd member, its client, a bounded wait)
 from tests.test_timing_log import export, record
 from xds.server import XdsServer
 from xds.wire import accesslog_pb2 as wire
@@ -270,14 +271,6 @@ def test_timing_exports_are_relayed_too():
 # --------------------------------------------------------------------------- over gRPC
 
 
-async def _until(predicate, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
 async def test_over_grpc_a_refusing_replica_then_a_broken_stream_resumed_without_loss_or_double_count():
     lead_src = AccessLogSource(fleet_proxies=lambda: {"b": {"gw-2"}})
     leads = [False]
@@ -296,17 +289,17 @@ async def test_over_grpc_a_refusing_replica_then_a_broken_stream_resumed_without
         relay.on_message(stream, raw)
         relay.set_leader("a", f"127.0.0.1:{port}")
         # a does not lead (yet): it refuses, and the follower keeps everything meanwhile.
-        await _until(lambda: relay.counters["refused"] >= 1)
+        await until(lambda: relay.counters["refused"] >= 1)
         assert lead_src.counters["entries"] == 0 and len(relay.buffer) == 2
         leads[0] = True
-        await _until(lambda: lead_src.counters["entries"] == 1 and len(relay.buffer) == 0)
+        await until(lambda: lead_src.counters["entries"] == 1 and len(relay.buffer) == 0)
         # The leader stops leading for a moment: it ends the session; the follower keeps what arrives.
         leads[0] = False
         relay.on_message(stream, message(None, [t + 0.1, t + 0.2]))
-        await _until(lambda: relay.connected_to is None)
+        await until(lambda: relay.connected_to is None)
         relay.on_message(stream, message(None, [t + 0.3]))
         leads[0] = True
-        await _until(lambda: lead_src.counters["entries"] == 4 and len(relay.buffer) == 0)
+        await until(lambda: lead_src.counters["entries"] == 4 and len(relay.buffer) == 0)
         await asyncio.sleep(0.2)
         assert lead_src.counters["entries"] == 4  # each entry once
         assert lead_src.samples("echo", "v2", t).requests == 4
@@ -340,8 +333,6 @@ async def test_a_relay_session_must_name_another_replica():
 
 
 # --------------------------------------------------------------------------- which proxies each replica serves (etcd)
-
-from tests.test_ha_leadership import client, etcd, until  # noqa: E402,F401  (the real etcd member and its client)
 
 
 async def test_each_replica_lists_its_proxies_on_its_lease_and_the_others_see_them(client):  # noqa: F811

@@ -56,7 +56,8 @@ from xds.ratelog import RateLimitedLog
 from xds.wire import accesslog_pb2 as als_wire
 from xds.wire import otlp_logs_pb2 as otlp_wire
 
-from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable, pb as etcd_pb
+from ..etcd.client import EtcdClient, pb as etcd_pb
+from .replication import KeyWatch
 from .wire import relay_pb2 as pb
 
 log = logging.getLogger("weir.ha.relay")
@@ -459,47 +460,29 @@ def _describe(err: BaseException) -> str:
     return " ".join(str(err).split())[:200] or type(err).__name__
 
 
-class LeaderWatch:
+class LeaderWatch(KeyWatch):
     """Tells the relay where the leader's xDS port is, from the leadership key (and every change of it)."""
 
+    task_name = "weir-ha-relay-leader"
+
     def __init__(self, client: EtcdClient, key: bytes, relay: AccessLogRelay):
-        self.client = client
-        self.key = key
+        super().__init__(client, key)
         self.relay = relay
-        self._task: asyncio.Task | None = None
 
     def _apply(self, kv: etcd_pb.KeyValue | None) -> None:
-        if kv is None or not kv.value:
-            self.relay.set_leader(None, None)
-            return
-        try:
-            identity = json.loads(kv.value)
-        except ValueError:
-            identity = {}
+        identity: dict[str, Any] = {}
+        if kv is not None and kv.value:
+            try:
+                identity = json.loads(kv.value)
+            except ValueError:
+                pass
         self.relay.set_leader(identity.get("replica"), identity.get("xds"))
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                resp = await self.client.range(self.key)
-                self._apply(resp.kvs[0] if resp.kvs else None)
-                async for watched in self.client.watch(self.key, start_revision=resp.header.revision + 1):
-                    for event in watched.events:
-                        self._apply(event.kv if event.type == etcd_pb.Event.PUT else None)
-            except asyncio.CancelledError:
-                raise
-            except (EtcdUnavailable, EtcdError) as err:
-                log.debug("leader watch for the relay: %s", err)
-                await asyncio.sleep(0.5)
+    def reset(self, kvs) -> None:
+        self._apply(kvs[0] if kvs else None)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="weir-ha-relay-leader")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    def changed(self, event: etcd_pb.Event) -> None:
+        self._apply(event.kv if event.type == etcd_pb.Event.PUT else None)
 
 
 # --------------------------------------------------------------------------- the leader's side

@@ -30,7 +30,7 @@ from typing import Any
 from xds.cache import DEFAULT_GROUP
 from xds.status import NackRecord, ProxyStatus, StatusRegistry
 
-from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable, pb
+from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable, pb, prefix_end
 from ..routing.fleet import decode_desired
 from ..routing.protocol import ServiceState
 from ..routing.xds_router import XdsRouter
@@ -38,7 +38,7 @@ from .session import Session
 
 log = logging.getLogger("weir.ha")
 
-__all__ = ["ConvergenceReporter", "FleetProxies", "ObservedRegistry", "RoutingFollower"]
+__all__ = ["ConvergenceReporter", "FleetProxies", "KeyWatch", "ObservedRegistry", "RoutingFollower"]
 
 #: Proxy names a report carries per service (the rest are counted).
 _NAMED = 20
@@ -210,7 +210,53 @@ class ConvergenceReporter:
             self._task = None
 
 
-class FleetProxies:
+class KeyWatch:
+    """A view of one key (or a prefix, with ``range_end``) kept current: read it, then apply each change.
+
+    A broken watch is read again from scratch; while etcd is unreachable the view stays as it was.
+    Subclasses say what a full read (:meth:`reset`) and one event (:meth:`changed`) mean.
+    """
+
+    task_name = "weir-ha-watch"
+
+    def __init__(self, client: EtcdClient, key: bytes, range_end: bytes = b""):
+        self.client = client
+        self.key = key
+        self.range_end = range_end
+        self._task: asyncio.Task | None = None
+
+    def reset(self, kvs) -> None:
+        raise NotImplementedError
+
+    def changed(self, event: pb.Event) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                resp = await self.client.range(self.key, self.range_end)
+                self.reset(resp.kvs)
+                async for watched in self.client.watch(self.key, self.range_end,
+                                                       start_revision=resp.header.revision + 1):
+                    for event in watched.events:
+                        self.changed(event)
+            except asyncio.CancelledError:
+                raise
+            except (EtcdUnavailable, EtcdError) as err:
+                log.debug("%s: %s; keeping the last view", self.task_name, err)
+                await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class FleetProxies(KeyWatch):
     """Which proxies every *other* replica serves now: ``<prefix>/proxies/<replica>``, watched.
 
     A replica's key lives on its lease, so a dead replica's proxies leave the view
@@ -219,51 +265,34 @@ class FleetProxies:
     answers the last view it had.
     """
 
+    task_name = "weir-ha-fleet-proxies"
+
     def __init__(self, client: EtcdClient, prefix: bytes, replica: str):
-        self.client = client
+        super().__init__(client, prefix, prefix_end(prefix))
         self.prefix = prefix
         self.replica = replica
         self.replicas: dict[str, frozenset[str]] = {}
-        self._task: asyncio.Task | None = None
 
     def view(self) -> dict[str, frozenset[str]]:
         return {r: nodes for r, nodes in self.replicas.items() if r != self.replica}
 
+    def _name(self, key: bytes) -> str:
+        return key[len(self.prefix):].decode(errors="replace")
+
     def _put(self, kv: pb.KeyValue) -> None:
-        name = kv.key[len(self.prefix):].decode(errors="replace")
         try:
             nodes = frozenset(str(n) for n in json.loads(kv.value).get("nodes", ()))
         except (ValueError, AttributeError):
             nodes = frozenset()
-        self.replicas[name] = nodes
+        self.replicas[self._name(kv.key)] = nodes
 
-    async def _run(self) -> None:
-        from ..etcd.client import prefix_end
+    def reset(self, kvs) -> None:
+        self.replicas = {}
+        for kv in kvs:
+            self._put(kv)
 
-        end = prefix_end(self.prefix)
-        while True:
-            try:
-                resp = await self.client.range(self.prefix, end)
-                self.replicas = {}
-                for kv in resp.kvs:
-                    self._put(kv)
-                async for watched in self.client.watch(self.prefix, end, start_revision=resp.header.revision + 1):
-                    for event in watched.events:
-                        if event.type == pb.Event.PUT:
-                            self._put(event.kv)
-                        else:
-                            self.replicas.pop(event.kv.key[len(self.prefix):].decode(errors="replace"), None)
-            except asyncio.CancelledError:
-                raise
-            except (EtcdUnavailable, EtcdError) as err:
-                log.debug("fleet proxies watch: %s; keeping the last view", err)
-                await asyncio.sleep(0.5)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="weir-ha-fleet-proxies")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    def changed(self, event: pb.Event) -> None:
+        if event.type == pb.Event.PUT:
+            self._put(event.kv)
+        else:
+            self.replicas.pop(self._name(event.kv.key), None)

