@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 # Regenerate the protobuf-upb wire modules from our own small .proto files.
 protos: venv
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto xds/wire/otlp_logs.proto devtools/model_servers/wire/oip.proto control_plane/etcd/wire/etcd.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto xds/wire/otlp_logs.proto devtools/model_servers/wire/oip.proto control_plane/etcd/wire/etcd.proto control_plane/ha/wire/relay.proto
 
 # System services the end-to-end tests run for real (Prometheus and etcd; Chromium and its WebDriver
 # for the dashboard test), from Debian. As root it installs what is missing; otherwise the tests that
@@ -69,6 +69,7 @@ bench: venv
 	$(BIN)/python bench/envoy_push.py
 	$(BIN)/python bench/xds_fanout.py --proxies 1000
 	$(BIN)/python bench/als_decode.py
+	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/analysis_sim.py --quick
 	$(BIN)/python bench/failover.py --runs 5
 

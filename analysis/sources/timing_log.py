@@ -136,18 +136,24 @@ class TimingLog:
         self._newest = 0.0
         #: (cluster, traffic) -> time-to-first-byte histogram since the process started (/metrics)
         self.totals: dict[tuple[str, str], ArmTotals] = {}
+        #: Called with each export's bytes from this process's own proxies (the relay to the leader).
+        self.export_taps: list[Callable[[bytes], None]] = []
 
     # -- receiving ------------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
-        async def export(request: otlp.ExportLogsServiceRequest, context) -> otlp.ExportLogsServiceResponse:
-            self.ingest_export(request)
-            return otlp.ExportLogsServiceResponse()
+        empty = otlp.ExportLogsServiceResponse().SerializeToString()
+
+        async def export(raw: bytes, context) -> bytes:
+            self.ingest_export(otlp.ExportLogsServiceRequest.FromString(raw))
+            for tap in self.export_taps:  # the bytes as received: the relay to the leader forwards them as they are
+                tap(raw)
+            return empty
 
         return grpc.method_handlers_generic_handler(OTLP_LOGS_SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(
                 export,
-                request_deserializer=otlp.ExportLogsServiceRequest.FromString,
-                response_serializer=otlp.ExportLogsServiceResponse.SerializeToString,
+                request_deserializer=None,  # raw bytes, parsed here (and relayed unparsed)
+                response_serializer=None,
             ),
         })
 
