@@ -609,7 +609,9 @@ class BlockResult:
     """What one :meth:`QuantileBlocks.process` call closed: per block, the look it closed at and its log e-values.
 
     ``lr_fail`` / ``lr_pass``: (blocks, SLOs, bets) per-bet log e-values at the SLO's margin;
-    ``n_a`` / ``n_b``: canary / stable samples compared in each block (0 before an SLO's first threshold).
+    ``n_a`` / ``n_b``: canary / stable samples compared in each block (0 before an SLO's first threshold);
+    ``lr_adapt`` (blocks, SLOs): the log e-value of the plug-in FAIL bet (its odds ratio ``log_psi_adapt`` chosen
+    from earlier blocks); ``x_a`` / ``x_b``: canary exceedances at the margin / stable exceedances per block.
     """
 
     look: np.ndarray
@@ -617,6 +619,10 @@ class BlockResult:
     lr_pass: np.ndarray
     n_a: np.ndarray
     n_b: np.ndarray
+    lr_adapt: np.ndarray | None = None
+    log_psi_adapt: np.ndarray | None = None
+    x_a: np.ndarray | None = None
+    x_b: np.ndarray | None = None
 
 
 # Offsets (log scale) of the interval grid around the margin: the FAIL/PASS tests are run at
@@ -684,6 +690,7 @@ class QuantileBlocks:
         self.x_s = np.zeros(S, dtype=np.int64)
         self.blocks = 0
         self.estimates = 0
+        self.adapt = np.full((S, 4), -np.inf)  # plug-in bet: discounted log (stable compared, exceeded, canary compared, exceeded)
 
     def seed_thresholds(self, thresholds: Sequence[float | None]) -> None:
         """Start from thresholds carried from the previous step (re-estimated from this step's data as soon as it can be)."""
@@ -727,7 +734,8 @@ class QuantileBlocks:
     def _empty(self) -> BlockResult:
         z = np.zeros((0, self.S, self.J))
         zi = np.zeros((0, self.S), dtype=np.int64)
-        return BlockResult(np.zeros(0, dtype=np.int64), z, z.copy(), zi, zi.copy())
+        zf = np.zeros((0, self.S))
+        return BlockResult(np.zeros(0, dtype=np.int64), z, z.copy(), zi, zi.copy(), zf, zf.copy(), zi.copy(), zi.copy())
 
     def process(self, s_vals: np.ndarray, s_cnt: np.ndarray, c_vals: np.ndarray, c_cnt: np.ndarray) -> BlockResult:
         """Add the new samples of L looks: ``s_cnt[l]`` / ``c_cnt[l]`` of them per look, values concatenated in order."""
@@ -833,13 +841,38 @@ class QuantileBlocks:
         lr_f, lr_p = lr[..., : self.J], lr[..., self.J :]
         self.w_fail += lr_f.sum(axis=0)
         self.w_pass += lr_p.sum(axis=0)
+        xg = xa[:, :, self.gi]
+        lr_a, lpsi = self._adaptive(na, nbb, xg, xb)
         self.m_c += na.sum(axis=0).astype(np.int64)
         self.m_s += nbb.sum(axis=0).astype(np.int64)
-        self.x_c += xa[:, :, self.gi].sum(axis=0).astype(np.int64)
+        self.x_c += xg.sum(axis=0).astype(np.int64)
         self.x_s += xb.sum(axis=0).astype(np.int64)
         self.blocks += int(na.shape[0])
         return BlockResult(np.asarray(looks, dtype=np.int64), lr_f[:, :, self.gi, :], lr_p[:, :, self.gi, :],
-                           na.astype(np.int64), nbb.astype(np.int64))
+                           na.astype(np.int64), nbb.astype(np.int64), lr_a, lpsi, xg.astype(np.int64), xb.astype(np.int64))
+
+    def _adaptive(self, na, nbb, xa, xb) -> tuple[np.ndarray, np.ndarray]:
+        """The plug-in FAIL bet of each closed block: psi from earlier blocks' discounted exceedance counts.
+
+        Per SLO the odds ratio of the canary's exceedances (at the margin) over stable's, estimated from blocks
+        before this one (the canary's share pulled toward stable's by ADAPTIVE_PRIOR pseudo-samples), clipped to
+        [1, QUANTILE_ADAPTIVE_CAP x the largest grid psi]: no evidence, no bet (psi = 1, e-value 1). psi is fixed
+        before the block, so the block's e-value keeps conditional expectation <= 1 (see the module docstring).
+        """
+        K = na.shape[0]
+        cnt = np.stack([nbb, xb, na, xa], axis=-1).astype(np.float64).reshape(K, self.S * 4)
+        clock = np.cumsum(np.max(na + nbb, axis=1)).astype(np.float64)
+        before, after = discounted_log_sums(self.adapt.reshape(-1), cnt, clock, QUANTILE_MEMORY)
+        self.adapt = after.reshape(self.S, 4)
+        s = np.exp(before.reshape(K, self.S, 4))
+        r_s = (s[..., 1] + 0.5) / (s[..., 0] + 1.0)
+        r_c = (s[..., 3] + ADAPTIVE_PRIOR * r_s) / (s[..., 2] + ADAPTIVE_PRIOR)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lor = np.log(r_c) - np.log1p(-r_c) - np.log(r_s) + np.log1p(-r_s)
+        cap = QUANTILE_ADAPTIVE_CAP * self.log_psi[:, : self.J].max(axis=1) if self.S else np.zeros(0)
+        lpsi = np.clip(np.nan_to_num(lor, nan=0.0, posinf=0.0, neginf=0.0), 0.0, cap[None, :])
+        lr = block_log_lr(xa, na, nbb, xa + xb, lpsi[..., None])[..., 0]
+        return lr, lpsi
 
     # -- evidence ----------------------------------------------------------------
 
@@ -887,6 +920,7 @@ class QuantileBlocks:
             "exceeded": {"canary": self.x_c.tolist(), "stable": self.x_s.tolist()},
             "blocks": int(self.blocks),
             "estimates": int(self.estimates),
+            "adapt": f(self.adapt),
         }
 
     def load_state(self, st: dict) -> "QuantileBlocks":
@@ -915,4 +949,199 @@ class QuantileBlocks:
         self.x_s = np.array(st["exceeded"]["stable"], dtype=np.int64).reshape(S)
         self.blocks = int(st["blocks"])
         self.estimates = int(st["estimates"])
+        if st.get("adapt") is not None:  # absent in version-2 states: the plug-in bet starts without evidence
+            self.adapt = np.array([[-np.inf if v is None else float(v) for v in row] for row in st["adapt"]], dtype=np.float64).reshape(S, 4)
         return self
+
+
+# ---------------------------------------------------------------------------
+# 4. FAIL e-processes that do not pay for a healthy past: mixtures over start times
+# ---------------------------------------------------------------------------
+
+# A FAIL e-process is a mixture over start times and bets with total mass 1. The fixed grid of bets (equal
+# weights, together 1 - ADAPTIVE_SHARE) keeps 1 - START_SHARE of its mass on the component started with the
+# e-process (the step's start: the test as it always was) and spreads START_SHARE over components started later,
+# one after every look (counts) or closed block (quantiles): START_SHARE * (F(c) - F(c_prev)) for the canary
+# requests c_prev -> c seen since the previous start, F(c) = c / (c + START_SCALE). The predictable (plug-in) bet
+# gets ADAPTIVE_SHARE, of which ADAPTIVE_START_SHARE goes to later starts in the same way. The masses sum to < 1
+# however long the rollout runs, so the mixture is a test supermartingale (see the judge's docstring).
+# (Tuned with bench/analysis_sim.py: the change-point cells against the power cells.)
+START_SHARE = 0.5
+START_SCALE = 250.0
+ADAPTIVE_SHARE = 0.25
+ADAPTIVE_START_SHARE = 0.25
+# The plug-in bet's memory: its rate estimates are discounted by exp(-1/memory) per request (count test) or per
+# latency sample (quantile test), so a healthy past is forgotten within a few memories.
+COUNT_MEMORY = 500.0
+QUANTILE_MEMORY = 200.0
+# The quantile plug-in bet's largest odds ratio: this many times the grid's largest log-psi.
+QUANTILE_ADAPTIVE_CAP = 2.0
+# Canary pseudo-observations that pull the plug-in's canary estimate toward stable's (no evidence: no bet).
+ADAPTIVE_PRIOR = 10.0
+
+
+def start_shares(n_fixed: int) -> np.ndarray:
+    """Per bet (the fixed grid, then the plug-in bet): the share of its mass kept for later starts."""
+    return np.r_[np.full(n_fixed, START_SHARE), ADAPTIVE_START_SHARE]
+
+
+def start_log_mass(c_prev: Any, c_now: Any, shares: Any = START_SHARE, *, log_scale: Any = 0.0) -> np.ndarray:
+    """log of the mass of a start placed after the canary count moved c_prev -> c_now (-inf when it did not move).
+
+    shares * (F(c_now) - F(c_prev)) with F(c) = c / (c + START_SCALE), times exp(log_scale) (a migrated
+    e-process spends its own value, see the judge); ``shares`` per bet broadcasts on a last axis. Depends on
+    counts seen before the start only: predictable.
+    """
+    a = np.asarray(c_prev, dtype=np.float64)
+    b = np.asarray(c_now, dtype=np.float64)
+    n0 = START_SCALE
+    with np.errstate(divide="ignore"):
+        base = math.log(n0) + np.log(np.maximum(b - a, 0.0)) - np.log(b + n0) - np.log(a + n0) + np.asarray(log_scale, dtype=np.float64)
+        sh = np.asarray(shares, dtype=np.float64)
+        return base[..., None] + np.log(sh) if sh.ndim else base + math.log(float(sh))
+
+
+def start_mixture(v0: np.ndarray, inc: np.ndarray, log_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bet log-values of a mixture over start times, at each of L looks, and after the batch.
+
+    ``v0`` (B,): log of sum_k w_k E_k before the batch (E_k the bet's e-process since start k); ``inc`` (L, B): each
+    look's log-factor, the same for every component (a product e-process: a component started later has seen a
+    suffix of the same factors); ``log_new`` (L,) or (L, B): log-mass of the component started after each look. Then
+
+        V_l = log( e^{v0} prod_{i<=l} f_i  +  sum_{k<=l} w_k prod_{k<i<=l} f_i ),
+
+    the value after look l *including* the component it starts (worth its mass: it has seen nothing yet). Computed
+    as S_l + logcumsumexp(log w_k - S_k) (S the running sum of ``inc``): O(L B) whatever the number of start times,
+    so every look can be a start. Returns (V (L, B), V after the last look).
+    """
+    inc = np.asarray(inc, dtype=np.float64)
+    L, B = inc.shape
+    if L == 0:
+        return np.zeros((0, B)), np.asarray(v0, dtype=np.float64).copy()
+    s = np.cumsum(inc, axis=0)
+    keys = np.empty((L + 1, B))
+    keys[0] = v0
+    keys[1:] = _per_bet(log_new, L, B) - s
+    v = np.logaddexp.accumulate(keys, axis=0)[1:] + s
+    return v, v[-1].copy()
+
+
+def _per_bet(log_new: Any, L: int, B: int) -> np.ndarray:
+    ln = np.asarray(log_new, dtype=np.float64)
+    return np.broadcast_to(ln[:, None] if ln.ndim == 1 else ln, (L, B))
+
+
+def start_mixture_best(best0: np.ndarray, inc: np.ndarray, log_new: np.ndarray, at: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The largest component per bet: its log-value and where it started (-1: before the batch, k: after look k).
+
+    Components of one bet see the same factors once both have started, so their ranking never changes afterwards:
+    the largest one only changes when a new start begins above it. ``at``: at that look (its own start included);
+    default: the last look. ``best0`` (B,): the largest component's value before the batch.
+    """
+    inc = np.asarray(inc, dtype=np.float64)
+    L, B = inc.shape
+    if L == 0:
+        return np.asarray(best0, dtype=np.float64).copy(), np.full(B, -1, dtype=np.int64)
+    s = np.cumsum(inc, axis=0)
+    last = L - 1 if at is None else int(at)
+    keys = np.empty((last + 2, B))
+    keys[0] = best0
+    keys[1:] = _per_bet(log_new, L, B)[: last + 1] - s[: last + 1]
+    idx = np.argmax(keys, axis=0)
+    return keys[idx, np.arange(B)] + s[last], idx.astype(np.int64) - 1
+
+
+def mixture_log_value(v: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
+    """log sum_b beta_b e^{V_b} over the last axis (the FAIL e-value of a start mixture)."""
+    t = np.asarray(v, dtype=np.float64) + np.asarray(log_weights, dtype=np.float64)
+    m = np.max(t, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return (m + np.log(np.sum(np.exp(t - m), axis=-1, keepdims=True)))[..., 0]
+
+
+def bet_log_weights(n_fixed: int) -> np.ndarray:
+    """log beta_b: the fixed bets share 1 - ADAPTIVE_SHARE, the plug-in bet (last) ADAPTIVE_SHARE."""
+    return np.r_[np.full(n_fixed, math.log((1.0 - ADAPTIVE_SHARE) / n_fixed)), math.log(ADAPTIVE_SHARE)]
+
+
+def initial_log_values(n_fixed: int) -> np.ndarray:
+    """Per bet, log of the mass on the component started with the e-process."""
+    return np.log1p(-start_shares(n_fixed))
+
+
+def discounted_log_sums(log0: np.ndarray, d: np.ndarray, clock: np.ndarray, memory: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exponentially discounted sums of per-look counts, as of *before* each look, and after the last one.
+
+    ``log0`` (C,): log of the sums before the batch; ``d`` (L, C): each look's counts; ``clock`` (L,): the
+    discounting clock after each look (cumulative requests or samples within the batch, from 0). A sum seen at
+    clock t weighs exp(-(now - t)/memory). Log space throughout (no overflow however long the batch).
+    Returns (L, C) log-sums before each look and (C,) after the batch.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    L, C = d.shape
+    if L == 0:
+        return np.zeros((0, C)), np.asarray(log0, dtype=np.float64).copy()
+    t = np.asarray(clock, dtype=np.float64) / memory  # (L,)
+    with np.errstate(divide="ignore"):
+        keys = np.log(d) + t[:, None]
+    acc = np.logaddexp.accumulate(np.concatenate([np.asarray(log0, dtype=np.float64)[None], keys], axis=0), axis=0)
+    # before look l: everything up to look l-1, discounted to look l-1's clock (the clock before look l)
+    t_before = np.r_[0.0, t[:-1]]
+    before = acc[:-1] - t_before[:, None]
+    return before, acc[-1] - t[-1]
+
+
+def count_adaptive_bets(log_sums: np.ndarray, share: float, *, ratio: float = 1.0, margin: float = 0.0) -> np.ndarray:
+    """The plug-in bet of the count FAIL test at each look: index into :func:`bet_fractions`, -1 for no bet.
+
+    ``log_sums`` (L, 4): discounted (stable requests, stable errors, canary requests, canary errors) before each
+    look. The canary's rate is pulled toward stable's by ADAPTIVE_PRIOR pseudo-requests, so without canary
+    evidence the estimated excess is <= -margin and nothing is bet. The bet is the grid bet with the largest
+    estimated growth, if positive. Predictable (it uses looks before), so each factor keeps E <= 1 under H0.
+    """
+    s = np.exp(np.asarray(log_sums, dtype=np.float64))
+    n_s, x_s, n_c, x_c = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e_s = np.where(n_s > 0, x_s / n_s, 0.0)
+    e_c = (x_c + ADAPTIVE_PRIOR * e_s) / (n_c + ADAPTIVE_PRIOR)
+    a, b, c = _count_log_factors(share, float(ratio), float(margin), "fail", bet_fractions(float(share)))
+    pc = share * e_c
+    ps = (1.0 - share) * e_s
+    g = pc[:, None] * a + ps[:, None] * b + (1.0 - pc - ps)[:, None] * c
+    j = np.argmax(g, axis=1)
+    return np.where(g[np.arange(g.shape[0]), j] > 0, j, -1)
+
+
+def count_fail_increments(d_err_c: Any, d_err_s: Any, d_other: Any, share: float, bets: np.ndarray, *, ratio: float = 1.0,
+                          margin: float = 0.0) -> np.ndarray:
+    """Per-look log-factors (L, J + 1) of the count FAIL test: the fixed grid, then the plug-in bet ``bets`` (L,)."""
+    fr = bet_fractions(float(share))
+    a, b, c = _count_log_factors(share, float(ratio), float(margin), "fail", fr)
+    xc = np.asarray(d_err_c, dtype=np.float64)[:, None]
+    xs = np.asarray(d_err_s, dtype=np.float64)[:, None]
+    xo = np.asarray(d_other, dtype=np.float64)[:, None] if margin != 0.0 else 0.0
+    fixed = xc * a + xs * b + xo * c
+    on = bets >= 0
+    jj = np.where(on, bets, 0)
+    adapt = np.where(on, fixed[np.arange(fixed.shape[0]), jj], 0.0)
+    return np.concatenate([fixed, adapt[:, None]], axis=1)
+
+
+def count_fail_log_evalues(d_req: np.ndarray, d_err: np.ndarray, share: float, *, ratio: float = 1.0,
+                           margin: float = 0.0) -> np.ndarray:
+    """The count FAIL e-process of a fresh judge (a mixture over start times with the plug-in bet), per look.
+
+    ``d_req`` / ``d_err``: (L, 2) new (stable, canary) requests and errors at each look (counts may be fractional
+    in simulations that place events within a period). Exactly what the sequential judge computes for an SLO's
+    own e-process in one segment; for simulations and tests.
+    """
+    d_req = np.asarray(d_req, dtype=np.float64)
+    d_err = np.asarray(d_err, dtype=np.float64)
+    d4 = np.stack([d_req[:, 0], d_err[:, 0], d_req[:, 1], d_err[:, 1]], axis=1)
+    before, _ = discounted_log_sums(np.full(4, -np.inf), d4, np.cumsum(d_req.sum(axis=1)), COUNT_MEMORY)
+    bets = count_adaptive_bets(before, share, ratio=ratio, margin=margin)
+    inc = count_fail_increments(d_err[:, 1], d_err[:, 0], (d_req - d_err).sum(axis=1), share, bets, ratio=ratio, margin=margin)
+    c = np.cumsum(d_req[:, 1])
+    log_new = start_log_mass(np.r_[0.0, c[:-1]], c, start_shares(N_BETS))
+    v, _ = start_mixture(initial_log_values(N_BETS), inc, log_new)
+    return mixture_log_value(v, bet_log_weights(N_BETS))

@@ -40,6 +40,19 @@ def die_with_parent() -> None:
         pass
 
 
+_DIE_WITH_PARENT = ("import ctypes, runpy, signal, sys; ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM); "
+                    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+
+
+def python_module_dying_with_parent(module: str, *args: str) -> list[str]:
+    """argv of ``python -m module args...`` that sets PR_SET_PDEATHSIG itself, after exec.
+
+    The same safety net as :func:`die_with_parent` without a preexec_fn: Python code between fork and exec in a
+    process whose gRPC threads are running (Weir in the benchmark's process) can crash the child before it execs
+    (bench/reaction.py saw about half its load generators die with SIGSEGV and no output)."""
+    return [sys.executable, "-c", _DIE_WITH_PARENT, module, *args]
+
+
 def rss_kb(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -40,17 +40,28 @@ Suites
       (stable 20% errors, canary 0%), errors-differ-rev (canary 20%, stable 0%; latency SLOs only, since
       the error SLO rightly fails there).
   Each adversarial cell prints its false-rollback rate with a Clopper-Pearson 95% interval, per method.
+  changepoint (issue 8; Weir only, looked at every 100 / 50 requests, min_requests out of reach so that only a
+    FAIL ends a run):
+      rollout-A/A: a whole rollout (quick: 10% then 30%, 6,000 requests a step; full: 5%, 20%, 50%, 10,000 a
+      step), every earlier FAIL e-process carried, a restart (state -> JSON -> new judge) halfway through each
+      step, canary equal to stable with zero margins (3 SLOs); rollout-at-margins: no restarts, canary worse by
+      exactly each margin (errors +0.5 pp, latency x 1.1). Both sit on the FAIL null's boundary; each prints
+      the rollout's false-rollback rate with its interval.
+      delay: a healthy canary for W looks of 50 requests (share 10%), then errors 0.1% -> 5% (1 pp margin) or
+      latency x 1.5 (10% margin on the median); looks from the onset to the FAIL, for W = 0 .. 10,000.
 
 Output: tables on stderr; on stdout one JSON line per method (summary and targets) and one JSON line
 per (adversarial cell, method).
 Full run: 1,000 replications per cell, 50k-request horizon (1M for the error scenarios); --quick: 200
-replications, 20k requests, the 10% share only (a few minutes).
-Usage: bench/analysis_sim.py [--quick] [--reps N] [--seed S] [--suite all|power|adversarial]
+replications, 20k requests, the 10% share only (a few minutes). The changepoint suite: 1,000 (quick 200)
+rollouts per type-I cell, 100 (quick 20) runs per delay cell.
+Usage: bench/analysis_sim.py [--quick] [--reps N] [--seed S] [--suite all|power|adversarial|changepoint]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -68,6 +79,7 @@ if str(ROOT) not in sys.path:
 from analysis import sequential as sq  # noqa: E402
 from analysis.judges.sequential import SequentialJudge  # noqa: E402
 from analysis.samples import SLO  # noqa: E402
+from devtools import judge_sim  # noqa: E402
 
 ALPHA = 0.05
 N_SLOS = 3
@@ -739,7 +751,57 @@ def summarise(o: Outcome, null: bool) -> dict:
     return res
 
 
+# ---------------------------------------------------------------------------
+# change points (issue 8): a healthy past, then a regression; and the whole rollout's type-I error
+# ---------------------------------------------------------------------------
+
+def run_changepoint(args) -> None:
+    t_start = time.time()
+    reps = args.reps or (200 if args.quick else 1000)
+    delay_reps = max(10, reps // 10)
+    plan = [(0.1, 6000), (0.3, 6000)] if args.quick else [(0.05, 10000), (0.2, 10000), (0.5, 10000)]
+    zero = [SLO("error-rate", 0.0), SLO("latency", 0.0, 0.5), SLO("latency", 0.0, TAIL_Q)]
+    margins = [SLO("error-rate", 0.005), SLO("latency", 0.10, 0.5), SLO("latency", 0.10, TAIL_Q)]
+    t1 = {"rollout-A/A": (zero, 0.005, 0.005, 1.0, True), "rollout-at-margins": (margins, 0.01, 0.015, 1.1, False)}
+    warmups = (0, 2000) if args.quick else (0, 200, 2000, 10000)
+    seeds = iter(np.random.SeedSequence([args.seed, 8]).spawn(len(t1) + len(judge_sim.DELAY_CASES) * len(warmups)))
+    lines = []
+    for name, (slos, e_s, e_c, lat_c, restart) in t1.items():
+        t0 = time.time()
+        rng = np.random.default_rng(next(seeds))
+        k = sum(judge_sim.rollout_fails(rng, slos, plan, e_s, e_c, lat_c, restart=restart) for _ in range(reps))
+        lo, hi = clopper_pearson(k, reps)
+        lines.append({"bench": "analysis_sim", "suite": "changepoint", "cell": name, "method": "weir-sequential",
+                      "steps": [{"share": p, "requests": n} for p, n in plan], "look_requests": 100, "restarts": restart,
+                      "alpha": ALPHA, "seed": args.seed, "quick": bool(args.quick), "reps": reps, "false_rollbacks": int(k),
+                      "false_rollback_rate": round(k / reps, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                      "upper_below_alpha": hi <= ALPHA})
+        log(f"  changepoint {name:<20} {time.time() - t0:6.1f}s  false rollbacks {k}/{reps} (95% CI {lo:.4f}-{hi:.4f})")
+    for case in judge_sim.DELAY_CASES:
+        for w in warmups:
+            t0 = time.time()
+            d, early = judge_sim.delays(case, w, itertools.repeat(np.random.default_rng(next(seeds)), delay_reps))
+            got = np.array([x for x in d if x is not None], dtype=float)
+            med = float(np.median(got)) if got.size else None
+            lines.append({"bench": "analysis_sim", "suite": "changepoint", "cell": f"delay {case}", "method": "weir-sequential",
+                          "warmup_looks": w, "warmup_requests": 50 * w, "look_requests": 50, "share": 0.1, "reps": delay_reps,
+                          "seed": args.seed, "quick": bool(args.quick), "detected_within_400_looks": round(got.size / delay_reps, 3),
+                          "fails_before_onset": early, "median_delay_looks": med,
+                          "p90_delay_looks": float(np.quantile(got, 0.9)) if got.size else None,
+                          "median_delay_s_at_200_rps": round(med * 50 / 200.0, 2) if med is not None else None})
+            log(f"  changepoint delay {case:<12} warm-up {w:>5} looks  {time.time() - t0:6.1f}s  median {med} looks, "
+                f"detected {got.size}/{delay_reps}")
+    for line in lines:
+        sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+    log(f"changepoint suite: {time.time() - t_start:.0f} s")
+
+
 def run(args) -> None:
+    if args.suite in ("all", "changepoint"):
+        run_changepoint(args)
+        if args.suite == "changepoint":
+            return
     t_start = time.time()
     reps = args.reps or (200 if args.quick else 1000)
     h_lat = args.horizon or (20_000 if args.quick else 50_000)
@@ -965,7 +1027,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--horizon", type=int, default=None, help="total requests per latency run (default 50k; quick 20k)")
     ap.add_argument("--chunk", type=int, default=250, help="replications simulated together in the error cells (memory)")
-    ap.add_argument("--suite", choices=("all", "power", "adversarial"), default="all")
+    ap.add_argument("--suite", choices=("all", "power", "adversarial", "changepoint"), default="all")
     args = ap.parse_args(argv)
     run(args)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from _benchlib import ROOT, die_with_parent, emit, free_port, log  # noqa: F401  (sets sys.path)
+from _benchlib import ROOT, emit, free_port, log, python_module_dying_with_parent  # noqa: F401  (sets sys.path)
 from control_plane.assembly import start_control_plane
 from devtools.devstack import EnvoyProcess
 from devtools.model_servers.launcher import ModelServerProcess
@@ -77,11 +77,19 @@ def policy(port: int, stable: str, canary: str, slos: list[dict]) -> RolloutPoli
     })
 
 
-def start_load(protocol: str, port: int, rate: float, seconds: float) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "devtools.loadgen", "--protocol", protocol, "--target", f"http://127.0.0.1:{port}",
-           "--rate", str(rate), "--duration", str(seconds)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=die_with_parent)
+def start_load(protocol: str, port: int, rate: float, seconds: float, stderr_path: Path) -> subprocess.Popen:
+    cmd = python_module_dying_with_parent("devtools.loadgen", "--protocol", protocol, "--target", f"http://127.0.0.1:{port}",
+                                          "--rate", str(rate), "--duration", str(seconds))
+    with open(stderr_path, "wb") as err:  # kept: a generator that died says why
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def stop_load(load: subprocess.Popen) -> None:
+    try:
+        os.killpg(load.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it had already exited (and was reaped by the poll that noticed)
+        pass
+    load.wait()
 
 
 async def one_run(case: str, spec: dict, rate: float, warmup: float, tmp: Path) -> dict:
@@ -97,9 +105,13 @@ async def one_run(case: str, spec: dict, rate: float, warmup: float, tmp: Path) 
         await cp.engine.submit(policy(port, f"127.0.0.1:{stable.rest_port}", f"127.0.0.1:{canary.rest_port}", spec["slos"]))
         await asyncio.to_thread(envoy.start)
         await asyncio.to_thread(envoy.wait_listening, port)
-        load = start_load(spec["protocol"], port, rate, warmup + 60)
+        load_err = tmp / f"loadgen-{time.monotonic_ns()}.err"
+        load = start_load(spec["protocol"], port, rate, warmup + 60, load_err)
         await asyncio.sleep(warmup)
         before = await cp.engine.get("bench")
+        if load.poll() is not None:
+            raise RuntimeError(f"the load generator exited during the warm-up (code {load.returncode}): "
+                               f"{load_err.read_text(errors='replace')[-400:]!r}")
         if before.phase.value != "Progressing":
             raise RuntimeError(f"the healthy canary did not hold at 10% ({before.phase.value}: {before.message})")
         await asyncio.to_thread(canary.set_knobs, **spec["regression"])
@@ -118,6 +130,7 @@ async def one_run(case: str, spec: dict, rate: float, warmup: float, tmp: Path) 
         zero = next((e.at for e in events if e.phase_to == "RolledBack"), None)
         verdict = next((e.verdict for e in events if e.phase_to == "RollingBack" and e.verdict), None)
         failing = [s["slo"] for s in (verdict or {}).get("evidence", {}).get("slos", []) if s.get("outcome") == "fail"]
+        alive = load.poll() is None
         return {
             "onset_to_decision_s": None if decided is None or onset is None else decided - onset,
             "onset_to_zero_s": None if zero is None or onset is None else zero - onset,
@@ -125,12 +138,12 @@ async def one_run(case: str, spec: dict, rate: float, warmup: float, tmp: Path) 
             "failing_slos": failing,
             "phase": rollout.phase.value,
             "served": {"stable": stable_stats["requests"], "canary": stats["requests"]},
-            "load_alive": load.poll() is None,
+            "load_alive": alive,
+            **({} if alive else {"load_exit": load.returncode, "load_stderr": load_err.read_text(errors="replace")[-400:]}),
         }
     finally:
         if load is not None:
-            os.killpg(load.pid, signal.SIGKILL)
-            load.wait()
+            stop_load(load)
         await asyncio.to_thread(envoy.stop)
         await cp.stop()
         await asyncio.to_thread(stable.stop)
@@ -141,16 +154,25 @@ async def main_async(args) -> int:
     with tempfile.TemporaryDirectory(prefix="weir-bench-") as tmpdir:
         for case in args.case or list(CASES):
             runs = []
-            for i in range(args.runs):
-                result = await one_run(case, CASES[case], args.rate, args.warmup, Path(tmpdir))
-                log(f"{case} run {i + 1}: {json.dumps(result)}")
+            failed = 0
+            while len(runs) < args.runs:
+                try:
+                    result = await one_run(case, CASES[case], args.rate, args.warmup, Path(tmpdir))
+                except RuntimeError as err:  # a run whose setup broke measures nothing: say so, run another
+                    failed += 1
+                    log(f"{case}: run not counted: {err}")
+                    if failed > args.runs:
+                        raise
+                    continue
+                log(f"{case} run {len(runs) + 1}: {json.dumps(result)}")
                 runs.append(result)
             zero = [r["onset_to_zero_s"] for r in runs if r["onset_to_zero_s"] is not None]
             decision = [r["onset_to_decision_s"] for r in runs if r["onset_to_decision_s"] is not None]
             bad = [r["bad_canary_requests"] for r in runs if r["onset_to_zero_s"] is not None]
             emit({
                 "bench": "reaction", "case": case, "runs": len(runs), "rate_rps": args.rate, "canary_share": 0.1,
-                "rolled_back": len(zero),
+                "rolled_back": len(zero), "runs_not_counted": failed,
+                "onset_to_zero_s": [round(v, 2) for v in zero],
                 "onset_to_zero_s_p50": round(statistics.median(zero), 2) if zero else None,
                 "onset_to_decision_s_p50": round(statistics.median(decision), 2) if decision else None,
                 "onset_to_zero_s_max": round(max(zero), 2) if zero else None,

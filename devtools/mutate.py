@@ -63,8 +63,8 @@ CAMPAIGNS = [
     Campaign("units", "policies/units.py",
              ("tests/test_policies_units.py", "tests/test_policies.py", "tests/test_policies_errors.py")),
     Campaign("sequential", "analysis/sequential.py",
-             ("tests/test_analysis_sequential.py", "tests/test_analysis_exact.py", "tests/test_analysis_state.py",
-              "tests/test_analysis_judges.py")),
+             ("tests/test_analysis_sequential.py", "tests/test_analysis_exact.py", "tests/test_analysis_start_mixture.py",
+              "tests/test_analysis_state.py", "tests/test_analysis_judges.py", "tests/test_analysis_changepoint.py")),
     Campaign("streams", "xds/streams.py",
              ("tests/test_streams.py", "tests/test_xds_malformed.py")),
 ]
@@ -90,6 +90,24 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "step = j[:, :-1] <= w[:, None]",
         "one more pmf ratio past the support: its numerator (n_a - x)(k - x) is 0 there, so the extra point has "
         "log-probability -inf and adds nothing (identical results over 15,000 random blocks; numpy warns of log(0))"),
+    "analysis.sequential.x_block_log_lr__mutmut_5": (
+        "lp = np.asarray(log_psi, )",
+        "hypergeom_log_mgf converts log_psi to float64 itself, and x_a (float64) times an integer or float log_psi is "
+        "the same float64 product; every caller passes float bets"),
+    "analysis.sequential.x_count_log_terms__mutmut_32": (
+        "x_c = np.asarray(x_c, )[..., None]",
+        "counts arrive as ints, bools or floats: times the float64 log-factors each is the same float64 value (exact "
+        "below 2**53 events)"),
+    "analysis.sequential.x_sketch_quantile__mutmut_18": (
+        "b = int(np.searchsorted(cum, target, ))",
+        "side='left' is numpy's default for searchsorted"),
+    "analysis.sequential.x_start_mixture__mutmut_3": (
+        "inc = np.asarray(inc, dtype=None)",
+        "callers pass float64 factors; an integer array would only make the running sum integer, and every value it "
+        "enters (the keys, the result) is float64 with the same numbers"),
+    "analysis.sequential.x_start_mixture_best__mutmut_15": (
+        "return np.asarray(best0, dtype=np.float64).copy(), np.full(B, -1, dtype=None)",
+        "np.full infers int64 (numpy's default integer) from the fill value -1: the same array"),
     "analysis.sequential.xǁQuantileBlocksǁprocess__mutmut_52": (
         "j = 1",
         "`lo` of bisect_left is only where the search starts: every look up to j has cum <= base < base + block, so "

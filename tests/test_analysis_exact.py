@@ -8,6 +8,7 @@ threshold rule fails here and not only in the slow simulations of bench/.
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
 
@@ -445,3 +446,24 @@ def test_hypergeom_refuses_impossible_blocks():
         with pytest.raises(ValueError) as info:
             sq.hypergeom_log_mgf(na, nb, k, np.log([2.0]))
         assert str(info.value) == "k must lie between 0 and n_a + n_b"
+
+
+def test_a_quantile_state_of_the_wrong_shape_is_refused():
+    # a stored state whose arrays do not match the judge's SLOs is bad input: refused, never half-loaded
+    specs = [sq.QuantileSpec(0.5), sq.QuantileSpec(0.99, 20.0, relative=False)]
+    qb = sq.QuantileBlocks(specs, block=10)
+    rng = np.random.default_rng(2)
+    qb.process(rng.lognormal(4, 0.3, 400), np.full(40, 10), rng.lognormal(4, 0.3, 80), np.full(40, 2))
+    st = qb.to_state()
+    assert sq.QuantileBlocks(specs, block=10).load_state(st).to_state() == st
+    paths = [("T",), ("fresh",), ("scale",), ("pending", "na"), ("pending", "nb"), ("pending", "xa"), ("pending", "xb"),
+             ("w_fail",), ("w_pass",), ("compared", "canary"), ("compared", "stable"), ("exceeded", "canary"),
+             ("exceeded", "stable"), ("adapt",)]
+    for path in paths:
+        bad = json.loads(json.dumps(st))
+        holder = bad
+        for key in path[:-1]:
+            holder = holder[key]
+        holder[path[-1]] = holder[path[-1]][:-1]  # one SLO's entry missing
+        with pytest.raises(ValueError):
+            sq.QuantileBlocks(specs, block=10).load_state(bad)

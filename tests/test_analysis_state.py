@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from analysis import SLO, ArmSamples, make_judge
+from analysis import sequential as sq
+from analysis.judges import sequential as sq_judge
 
 ALPHA = 0.05
 SLOS = [SLO("error-rate", 0.005), SLO("latency", 0.10), SLO("latency", 0.10, 0.99), SLO("latency", 0.05, 0.5)]
@@ -264,3 +267,100 @@ def test_other_judges_accept_the_interface(kind):
     k.load_state(state)
     k.new_segment()
     assert k.evaluate(*Stream(5000, 0.1, seed=10).window(0, 1000), canary_share=0.1).outcome in ("inconclusive", "pass", "fail")
+
+
+# ---------------------------------------------------------------------------
+# version-2 states (before the FAIL e-processes became mixtures over start times, issue 8)
+# ---------------------------------------------------------------------------
+
+V2 = Path(__file__).parent / "fixtures" / "sequential_v2.json"
+
+
+def _v2():
+    """The fixture: states, a carry and the e-values of the version-2 judge (tests/fixtures/sequential_v2_make.py)."""
+    fx = json.loads(V2.read_text())
+    p = fx["plan"]
+    st_ = Stream(p["n"], p["share"], seed=p["seed"], e_s=p["e_s"], e_c=p["e_c"], shift=p["shift"])
+    return fx, [SLO.from_dict(s) for s in fx["slos"]], p, st_
+
+
+def _empty_look(j, share):
+    """A look that adds nothing (a new segment with no samples yet): the verdict shows the e-values as loaded."""
+    return j.evaluate(ArmSamples(), ArmSamples(), canary_share=share)
+
+
+def test_a_version_2_state_continues_value_preservingly():
+    fx, slos, p, st_ = _v2()
+    assert fx["state"]["version"] == 2
+    j = make_judge("sequential", slos, alpha=0.05, n_steps=2)
+    j.load_state(fx["state"])
+    v = _empty_look(j, p["share"])
+    c = v.evidence["counts"]["canary"]["requests"]
+    assert c == sum(1 for a in st_.arm[: p["saved_at"]] if a)  # the step's totals as they were
+    F = c / (c + sq.START_SCALE)
+    ss, a_sh, a_ss = sq.START_SHARE, sq.ADAPTIVE_SHARE, sq.ADAPTIVE_START_SHARE
+    for old, new, test in zip(fx["at_save"], v.evidence["slos"], ("counts", "location", "exceedance", "exceedance")):
+        E = old["e_value_fail"]
+        # 1 - START_SHARE of the old value stays in the component started with the step; the rest is kept for
+        # later starts, and the first of them (after this look) gets the mass the counts so far would have
+        # spread over earlier starts: E * (share of the bets) * F(c). Never more than E: no value is created.
+        if test == "counts":  # a start after every look: fixed bets (weight 1 - a_sh) and the plug-in bet
+            want = E * ((1 - ss) + F * ((1 - a_sh) * ss + a_sh * a_ss))
+        elif test == "location":  # a start once the canary count grew by 20 (all of it, from 0)
+            want = E * ((1 - ss) + F * ss)
+        else:  # starts only after a closed block; this look closes none
+            want = E * (1 - ss)
+        assert new["e_value_fail"] == pytest.approx(want, rel=1e-9), (old["slo"], test)
+        assert new["e_value_fail"] <= E
+        assert new["e_value_pass"] == pytest.approx(old["e_value_pass"], rel=1e-9)  # the PASS side is as it was
+        assert new["largest_component"]["step"] == 1
+    state = j.state()
+    assert state["version"] == sq_judge.STATE_VERSION and len(json.dumps(state)) < 24000
+    # continuing on the same data as the version-2 judge did: the component started with the step follows the
+    # old e-process exactly (1 - START_SHARE of it), so the mixture is never below that; PASS unchanged
+    for t, old in zip(range(p["saved_at"] + p["looks"], p["continue_to"] + 1, p["looks"]), fx["continued"]):
+        v = j.evaluate(*st_.window(p["saved_at"], t), canary_share=p["share"])
+        for o, n in zip(old, v.evidence["slos"]):
+            assert n["e_value_fail"] >= (1 - ss) * o["e_value_fail"] * (1 - 1e-9), (t, o["slo"])
+            assert n["e_value_pass"] == pytest.approx(o["e_value_pass"], rel=1e-9), (t, o["slo"])
+    # and a restart of the migrated judge is a plain version-3 restart (exactly the same e-values)
+    k = _restore(j, slos, n_steps=2)
+    a, b = _empty_look(j, p["share"]), _empty_look(k, p["share"])
+    assert [s["e_value_fail"] for s in a.evidence["slos"]] == pytest.approx([s["e_value_fail"] for s in b.evidence["slos"]], rel=1e-12)
+
+
+def test_a_version_2_carry_is_watched_by_the_next_step():
+    fx, slos, p, st_ = _v2()
+    assert fx["carry"]["version"] == 2
+    j = make_judge("sequential", slos, alpha=0.05, n_steps=2, carry=fx["carry"])
+    v = _empty_look(j, 0.3)
+    for old, new in zip(fx["at_save"], v.evidence["slos"]):
+        (earlier,) = new["earlier_steps"]
+        assert earlier["started_at_step"] == 1 and earlier["alpha"] == pytest.approx(0.05 / 8)
+        # nothing of step 2 seen yet, no start yet: the old value's component alone, 1 - START_SHARE of it
+        assert earlier["e_value"] == pytest.approx((1 - sq.START_SHARE) * old["e_value_fail"], rel=1e-9), old["slo"]
+        # step 2's own e-process, fresh: 1 - its share for later starts, per bet (location: one component)
+        ss, a_sh, a_ss = sq.START_SHARE, sq.ADAPTIVE_SHARE, sq.ADAPTIVE_START_SHARE
+        own = (1 - ss) if new["test"].startswith("half-normal") else (1 - a_sh) * (1 - ss) + a_sh * (1 - a_ss)
+        assert new["e_value_fail"] == pytest.approx(own, rel=1e-9), old["slo"]
+    assert v.evidence["step"] == 2
+    # the carried e-processes keep watching: a clearly worse canary in step 2 fails, through them too
+    st2 = Stream(20000, 0.3, seed=77, e_s=0.001, e_c=0.05)
+    for t in range(1000, 20001, 1000):
+        v = j.evaluate(*st2.window(0, t), canary_share=0.3)
+        if v.outcome == "fail":
+            break
+    assert v.outcome == "fail"
+    assert v.evidence["slos"][0]["earlier_steps"][0]["e_value"] > 1.0
+    carry = json.loads(json.dumps(j.carry(), allow_nan=False))
+    assert carry["version"] == sq_judge.STATE_VERSION and len(carry["slos"][0]["monitors"]) == 2
+
+
+def test_states_of_unknown_versions_are_refused():
+    fx, slos, p, st_ = _v2()
+    for version in (1, 4):
+        bad = {**fx["state"], "version": version}
+        with pytest.raises(ValueError, match=f"version-{version} state"):
+            make_judge("sequential", slos, alpha=0.05, n_steps=2).load_state(bad)
+        with pytest.raises(ValueError, match=f"version-{version}"):
+            make_judge("sequential", slos, alpha=0.05, n_steps=2, carry={**fx["carry"], "version": version})

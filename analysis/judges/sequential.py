@@ -45,12 +45,34 @@ each, one per step: a canary worse than a margin passes that SLO at a given
 step with probability <= pass_alpha; no split is needed because a promotion
 needs every SLO to pass.
 
+**FAIL e-processes over start times.** Each FAIL e-process is a mixture of
+the same test started at different times (after every look for the error
+rate, after every closed block for quantiles, every 12.5% more canary
+requests for the geometric mean), the start after canary count c_k weighted
+START_SHARE * (F(c_k) - F(c_{k-1})), F(c) = c / (c + START_SCALE), and the
+start with the e-process 1 - START_SHARE; beside the fixed bet grid, a plug-in
+bet chosen from earlier looks (:mod:`analysis.sequential`, section 4). Why it
+is still a test supermartingale: add to the mixture the mass not yet given to
+a start, counted at face value. A start moves mass from that reserve into a
+component worth exactly its mass, and every started component is a product of
+factors with conditional expectation <= 1 (predictable bets, masses fixed by
+counts seen before their first factor; the geometric mean's components are
+asymptotic e-processes, as its test always was), so the sum never grows in
+expectation; it starts at <= 1 because the masses sum to < 1 on every path
+(telescoping F). By Ville the mixture, which is below that sum, crosses
+1/alpha with probability <= alpha, so the alpha bookkeeping above is
+unchanged - while a regression that begins after a long healthy period is
+caught by a component started near its onset, which never paid for the
+healthy past. A version-2 state's e-process of value E becomes the same
+mixture scaled by E: (1 - START_SHARE) E in its original component, the rest
+reserved for later starts (nothing created).
+
 **Segments and state.** ``evaluate`` receives cumulative samples of the
 current *segment*. ``new_segment()`` (or ``load_state()`` after a restart)
 starts a new one: the next arrays count from zero and are added to the step's
 totals. Arrays that shrink within a segment start a new one too; their
 content at that look is skipped rather than counted twice (reported in the
-evidence). ``state()`` is complete and JSON-serialisable (a few KB).
+evidence). ``state()`` is complete and JSON-serialisable (about 12 KB for four SLOs).
 """
 
 from __future__ import annotations
@@ -69,7 +91,7 @@ from ._common import check_arm, check_share, fmt_e, fnum, margin_words, pct, saf
 
 __all__ = ["SequentialJudge", "SequentialSettings", "StreamResult", "STATE_VERSION"]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 # Latency samples below this are clipped before taking logs (0 ms responses exist).
 MIN_LATENCY_MS = 1e-3
 # Extra log-wealth the mixture typically needs beyond the best single bet (for "samples needed").
@@ -140,31 +162,242 @@ class StreamResult:
         return i, int(self.outcome[i]), int(self.fail_slo[i])
 
 
+# Location e-processes (not products of factors) keep explicit components: a new one once the canary count grew by
+# max(LOCATION_MIN_GAP, LOCATION_GAP x the count at the previous start), the first and the LOCATION_COMPONENTS latest.
+LOCATION_MIN_GAP = 20.0
+LOCATION_GAP = 0.125
+LOCATION_COMPONENTS = 16
+
+
+def _floats(a) -> list:
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def _unfloats(a) -> np.ndarray:
+    return np.array([-np.inf if v is None else float(v) for v in a], dtype=np.float64)
+
+
+class _LazySince:
+    """Per-look 'which component' of a long location batch, described only when asked (a FAIL's evidence)."""
+
+    def __init__(self, marks, vals, lv, bi):
+        self.marks, self.vals, self.lv, self.bi = marks, vals, lv, bi
+
+    def __getitem__(self, k: int) -> dict:
+        b = int(self.bi[k])
+        return _Monitor._describe(self.marks[b], float(self.vals[k, b]), float(self.lv[k]), False)
+
+
 @dataclass
 class _Monitor:
-    """A FAIL e-process of one SLO carried across steps: started by step ``step`` with budget ``alpha``."""
+    """A FAIL e-process of one SLO, started by step ``step`` with budget ``alpha``: a mixture over start times.
+
+    Products (counts, exceedance): ``v`` per bet (the fixed grid, then the plug-in bet) is the log of
+    sum_k w_k E_k over every start k so far (see :func:`analysis.sequential.start_mixture`); ``best`` the log-value
+    of the largest component per bet and ``best_mark`` where it started (an index into ``marks``). Location:
+    ``comps``, the live components [log-mass, mark index, 6 sums since their start]. ``base``: canary requests
+    the e-process saw before this step; ``clock``: its canary count when its latest component started;
+    ``log_scale``: log of the scale of later starts' masses (0; for an e-process migrated from a version-2 state,
+    its value then, so the migration moves value and creates none). ``log_e``: its log e-value now.
+    """
 
     step: int
     alpha: float
-    log_w: np.ndarray | None = None  # per-bet log-wealth (counts, exceedance)
-    sums: np.ndarray | None = None  # (2, 3) log-latency sums since its start (location)
+    kind: str  # counts | exceedance | location
+    v: np.ndarray | None = None
+    best: np.ndarray | None = None
+    best_mark: np.ndarray | None = None
+    marks: list = field(default_factory=list)  # [step, look, stable requests, canary requests, *test counts]
+    comps: list | None = None
+    base: float = 0.0
+    clock: float = 0.0
+    log_scale: float = 0.0
     log_e: float = 0.0
+    _pending: Any = None  # the last batch's inputs, for :meth:`since_at` (not state)
+    _location_now: dict | None = None
+
+    @classmethod
+    def fresh(cls, step: int, alpha: float, kind: str, n_fixed: int, mark: list, base: float = 0.0) -> "_Monitor":
+        if kind == "location":
+            return cls(step, alpha, kind, marks=[mark], comps=[[math.log1p(-sq.START_SHARE), 0, [0.0] * 6]], base=base, clock=base)
+        v = sq.initial_log_values(n_fixed)
+        return cls(step, alpha, kind, v=v, best=v.copy(), best_mark=np.zeros(v.size, dtype=np.int64), marks=[mark],
+                   base=base, clock=base, log_e=float(sq.mixture_log_value(v, sq.bet_log_weights(n_fixed))))
+
+    # -- products: counts and exceedance --------------------------------------------------------------------------
+
+    def advance(self, inc: np.ndarray, c_now: np.ndarray, mark_at) -> np.ndarray:
+        """Add L start points' factors ``inc`` (L, B); ``c_now`` (L,) canary count at each (this e-process's clock).
+
+        A component starts after each point with mass from :func:`analysis.sequential.start_log_mass`; returns the
+        log e-value at each point (that point's new component included). ``mark_at(k)`` labels the start after point k.
+        """
+        L = inc.shape[0]
+        if L == 0:
+            self._pending = None
+            return np.zeros(0)
+        n_fixed = inc.shape[1] - 1
+        c_prev = np.r_[self.clock, c_now[:-1]]
+        log_new = sq.start_log_mass(c_prev, c_now, sq.start_shares(n_fixed), log_scale=self.log_scale)
+        v, v_end = sq.start_mixture(self.v, inc, log_new)
+        lv = sq.mixture_log_value(v, sq.bet_log_weights(n_fixed))
+        self._pending = (self.best.copy(), self.best_mark.copy(), list(self.marks), self.v.copy(), inc, log_new, mark_at, self.log_e)
+        best, idx = sq.start_mixture_best(self.best, inc, log_new)
+        self.best_mark = self._relabel(self.best_mark, idx, mark_at)
+        self.best = best
+        self.v = v_end
+        self.clock = float(c_now[-1])
+        self.log_e = float(lv[-1])
+        return lv
+
+    def _relabel(self, old: np.ndarray, idx: np.ndarray, mark_at) -> np.ndarray:
+        """Per bet: its old mark (idx -1) or a new one for the start after point idx; unused marks dropped."""
+        labels: list = []
+        out = np.empty(idx.size, dtype=np.int64)
+        seen: dict = {}
+        for b, k in enumerate(idx.tolist()):
+            key = ("old", int(old[b])) if k < 0 else ("new", k)
+            if key not in seen:
+                seen[key] = len(labels)
+                labels.append(self.marks[int(old[b])] if k < 0 else mark_at(k))
+            out[b] = seen[key]
+        self.marks = labels
+        return out
+
+    def since_at(self, k: int) -> dict | None:
+        """The component carrying most of the e-value at point k of the last batch: where it started and its share."""
+        if self.kind == "location":
+            return self._pending[k] if self._pending is not None else None
+        if self._pending is None:
+            return self._since(self.best, self.best_mark, self.marks, self.log_e)
+        best0, mark0, marks0, v0, inc, log_new, mark_at, e0 = self._pending
+        if k < 0:
+            return self._since(best0, mark0, marks0, e0)
+        n_fixed = inc.shape[1] - 1
+        lb = sq.bet_log_weights(n_fixed)
+        val, idx = sq.start_mixture_best(best0, inc, log_new, at=k)
+        v, _ = sq.start_mixture(v0, inc[: k + 1], log_new[: k + 1])
+        b = int(np.argmax(val + lb))
+        mark = marks0[int(mark0[b])] if idx[b] < 0 else mark_at(int(idx[b]))
+        return self._describe(mark, float(val[b] + lb[b]), float(sq.mixture_log_value(v[k], lb)), b == n_fixed)
+
+    def since(self) -> dict | None:
+        """The component carrying most of the e-value now."""
+        if self.kind == "location":
+            return self._location_now
+        return self._since(self.best, self.best_mark, self.marks, self.log_e)
+
+    def _since(self, best, best_mark, marks, total) -> dict | None:
+        if best is None or not marks:
+            return None
+        n_fixed = best.size - 1
+        t = best + sq.bet_log_weights(n_fixed)
+        b = int(np.argmax(t))
+        return self._describe(marks[int(best_mark[b])], float(t[b]), total, b == n_fixed)
+
+    @staticmethod
+    def _describe(mark: list, log_part: float, log_total: float, adaptive: bool) -> dict:
+        out = {"step": int(mark[0]), "after_look": int(mark[1]), "after_requests": int(mark[2] + mark[3]),
+               "after_canary_requests": int(mark[3]), "e_value": safe_exp(log_part),
+               "share_of_e_value": fnum(min(1.0, math.exp(log_part - log_total))) if math.isfinite(log_total) else None,
+               "bet": "plug-in" if adaptive else "fixed grid"}
+        if len(mark) > 4:
+            out["counts_at_start"] = [int(v) for v in mark[4:]]
+        return out
+
+    # -- location: explicit components ------------------------------------------------------------------------
+
+    def advance_location(self, sums_l: np.ndarray, sums0: np.ndarray, c_now: np.ndarray, evalues, mark_at) -> np.ndarray:
+        """L looks of the location test: ``sums_l`` (L, 2, 3) the step's cumulative sums after each look, ``sums0``
+        before the batch, ``c_now`` (L,) this e-process's canary count after each look. ``evalues(sums)`` gives the
+        FAIL log e-value and usability of the test on (N, 2, 3) sums. Returns the log e-value at each look."""
+        L = sums_l.shape[0]
+        if L == 0:
+            return np.zeros(0)
+        starts, masses = [], []
+        clk, k = self.clock, 0
+        while k < L:
+            gap = max(LOCATION_MIN_GAP, LOCATION_GAP * clk)
+            k = int(np.searchsorted(c_now, clk + gap, side="left", sorter=None)) if c_now[k] < clk + gap else k
+            if k >= L:
+                break
+            masses.append(float(sq.start_log_mass(clk, float(c_now[k]), sq.START_SHARE, log_scale=self.log_scale)))
+            starts.append(k)
+            clk = float(c_now[k])
+            k += 1
+        k0 = len(self.comps)
+        anchors = [np.asarray(sums0, dtype=np.float64) - np.asarray(c[2], dtype=np.float64).reshape(2, 3) for c in self.comps]
+        anchors += [sums_l[k] for k in starts]
+        log_w = np.array([c[0] for c in self.comps] + masses)
+        anchors_a = np.stack(anchors)  # (K, 2, 3)
+        kt = log_w.size
+        n_new = np.searchsorted(np.asarray(starts, dtype=np.int64), np.arange(L), side="right")  # new starts up to each look
+        rank = np.r_[np.arange(k0 - 1), k0 - 1 + np.arange(len(starts))]  # order of the non-initial components
+        live = np.ones((L, kt), dtype=bool)
+        if kt > 1:
+            started = np.r_[np.full(k0 - 1, -1), np.asarray(starts, dtype=np.int64)]
+            last = (k0 - 1) + n_new  # non-initial components started up to each look
+            live[:, 1:] = (started[None, :] <= np.arange(L)[:, None]) & (rank[None, :] >= (last - LOCATION_COMPONENTS)[:, None])
+        vals = np.full((L, kt), -np.inf)
+        for a in range(0, L, 2048):
+            blk = sums_l[a : a + 2048, None] - anchors_a[None]  # (l, K, 2, 3)
+            lf, usable = evalues(blk.reshape(-1, 2, 3))
+            e = np.where(usable, lf, 0.0).reshape(blk.shape[0], kt)
+            vals[a : a + 2048] = np.where(live[a : a + 2048], log_w[None] + e, -np.inf)
+        m = vals.max(axis=1)
+        lv = m + np.log(np.sum(np.exp(vals - m[:, None]), axis=1))
+        bi = np.argmax(vals, axis=1)
+        marks_all = [self.marks[int(c[1])] for c in self.comps] + [mark_at(k) for k in starts]
+        self._pending = [self._describe(marks_all[int(bi[r])], float(vals[r, bi[r]]), float(lv[r]), False) for r in range(L)] if L <= 64 else _LazySince(marks_all, vals, lv, bi)
+        self._location_now = self._describe(marks_all[int(bi[-1])], float(vals[-1, bi[-1]]), float(lv[-1]), False)
+        keep = [0] + list(range(max(1, kt - LOCATION_COMPONENTS), kt))
+        self.marks = [marks_all[i] for i in keep]
+        self.comps = [[float(log_w[i]), r, [float(x) for x in (sums_l[-1] - anchors_a[i]).ravel()]] for r, i in enumerate(keep)]
+        self.clock = clk
+        self.log_e = float(lv[-1])
+        return lv
+
+    # -- state ------------------------------------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        d: dict[str, Any] = {"step": self.step, "alpha": self.alpha}
-        if self.log_w is not None:
-            d["log_w"] = [float(v) if math.isfinite(v) else None for v in self.log_w]
-        if self.sums is not None:
-            d["sums"] = self.sums.tolist()
+        d: dict[str, Any] = {"step": self.step, "alpha": self.alpha, "kind": self.kind, "base": self.base,
+                             "clock": self.clock, "log_scale": self.log_scale, "marks": self.marks}
+        if self.kind == "location":
+            d["comps"] = [[float(c[0]), int(c[1]), [float(x) for x in c[2]]] for c in self.comps]
+        else:
+            d["v"] = _floats(self.v)
+            d["best"] = _floats(self.best)
+            d["best_mark"] = [int(x) for x in self.best_mark]
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "_Monitor":
-        lw = d.get("log_w")
-        sums = d.get("sums")
-        return cls(int(d["step"]), float(d["alpha"]),
-                   None if lw is None else np.array([-np.inf if v is None else v for v in lw], dtype=np.float64),
-                   None if sums is None else np.array(sums, dtype=np.float64).reshape(2, 3))
+        m = cls(int(d["step"]), float(d["alpha"]), str(d["kind"]), marks=[list(x) for x in d["marks"]],
+                base=float(d["base"]), clock=float(d["clock"]), log_scale=float(d["log_scale"]))
+        if m.kind == "location":
+            m.comps = [[float(c[0]), int(c[1]), [float(x) for x in c[2]]] for c in d["comps"]]
+        else:
+            m.v = _unfloats(d["v"])
+            m.best = _unfloats(d["best"])
+            m.best_mark = np.array(d["best_mark"], dtype=np.int64)
+        return m
+
+    @classmethod
+    def migrate(cls, step: int, alpha: float, kind: str, log_w: np.ndarray | None, log_value: float, n_fixed: int,
+                sums: np.ndarray | None = None) -> "_Monitor":
+        """A version-2 e-process (one component since its step's start, per-bet log-wealth ``log_w`` or location
+        ``sums``, log e-value ``log_value``) as a version-3 one of the same value: 1 - START_SHARE of it stays in that
+        component, the rest funds later starts (``log_scale``). Value moved, none created: still a test supermartingale."""
+        mark = [int(step), 0, 0, 0] + ([0, 0] if kind == "counts" else [0, 0, 0, 0] if kind == "exceedance" else [])
+        if kind == "location":
+            return cls(step, alpha, kind, marks=[mark], comps=[[math.log1p(-sq.START_SHARE), 0, [float(x) for x in np.asarray(sums).ravel()]]],
+                       log_scale=float(log_value), log_e=float(log_value))
+        keep = math.log1p(-sq.START_SHARE) - math.log1p(-sq.ADAPTIVE_SHARE)
+        v = np.r_[np.asarray(log_w, dtype=np.float64) + keep, -np.inf]
+        m = cls(step, alpha, kind, v=v, best=v.copy(), best_mark=np.zeros(v.size, dtype=np.int64), marks=[mark],
+                log_scale=float(log_value))
+        m.log_e = float(sq.mixture_log_value(v, sq.bet_log_weights(n_fixed)))
+        return m
 
 
 @dataclass
@@ -232,7 +465,7 @@ class SequentialJudge:
     # -- lifecycle -------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget everything of this step (carried monitors from earlier steps are kept)."""
+        """Forget everything of this step, carried e-processes included (``load_state`` / ``carry`` bring them)."""
         n = len(self.slos)
         self._share: float | None = None
         self._new_segment = True
@@ -250,10 +483,13 @@ class SequentialJudge:
         self._sums = np.zeros((2, 3))  # per arm: n, sum log, sum log^2
         self._qb = sq.QuantileBlocks(self._specs, block=self.settings.block, regrow=self.settings.regrow,
                                      interval=self.settings.interval) if self._specs else None
+        self._adapt = np.full(4, -np.inf)  # the count plug-in bet's discounted log (stable req, errors, canary req, errors)
         self._carried: list[list[_Monitor]] = [[] for _ in range(n)]
         self._step = 1
         self._own = [True] * n
-        self._log_fail = np.zeros(n)  # this step's FAIL log e-value per SLO (own monitor)
+        self._mon: list[_Monitor | None] = [self._fresh_monitor(i) for i in range(n)]  # this step's own e-processes
+        self._bet_run: list = [None] * n  # per SLO: the plug-in bet's current run [mark it began after, log-factor]
+        self._log_fail = np.zeros(n)  # this step's FAIL log e-value per SLO (own e-process)
         self._log_pass = np.zeros(n)
         self._max_log_fail = np.full(n, -np.inf)
         self._slo_failed = [False] * n
@@ -261,10 +497,29 @@ class SequentialJudge:
         self._failed: dict | None = None
         self.looks = 0
 
+    def _n_fixed(self, i: int) -> int:
+        return sq.N_BETS if self.tests[i] == "counts" else self._qb.J if self.tests[i] == "exceedance" else 0
+
+    def _mark_zero(self, i: int) -> list:
+        """The mark of a start before any data of this step."""
+        extra = {"counts": [0, 0], "exceedance": [0, 0, 0, 0], "location": []}[self.tests[i]]
+        return [self._step, 0, 0, 0] + extra
+
+    def _fresh_monitor(self, i: int) -> _Monitor:
+        return _Monitor.fresh(self._step, self.alpha_test, self.tests[i], self._n_fixed(i), self._mark_zero(i))
+
+    def _monitors(self, i: int) -> list[_Monitor]:
+        """Every FAIL e-process watching SLO i: earlier steps' (carried), then this step's own."""
+        own = self._mon[i]
+        return self._carried[i] + ([own] if self._own[i] and own is not None else [])
+
     def _load_carry(self, carry: dict) -> None:
         """Continue the FAIL e-processes of earlier steps (see the module docstring)."""
         if not isinstance(carry, dict) or carry.get("judge") != self.kind:
             raise ValueError("carry must be the dict returned by a sequential judge's carry()")
+        version = int(carry.get("version", STATE_VERSION))
+        if version not in (2, STATE_VERSION):
+            raise ValueError(f"cannot continue a version-{version} sequential judge's e-processes (this is version {STATE_VERSION})")
         self._step = int(carry.get("steps", 0)) + 1
         thresholds: list[float | None] = [None] * len(self._specs)
         for entry in carry.get("slos", []):
@@ -274,37 +529,44 @@ class SequentialJudge:
                 continue
             for i, own in enumerate(self.slos):
                 if own == slo and entry.get("test") == self.tests[i]:
-                    self._carried[i] = [_Monitor.from_json(m) for m in entry.get("monitors", [])]
+                    mons = entry.get("monitors", [])
+                    self._carried[i] = [self._migrate_monitor(i, m) for m in mons] if version == 2 else [_Monitor.from_json(m) for m in mons]
                     if i in self._q_of and entry.get("threshold_ms") is not None:
                         thresholds[self._q_of[i]] = float(entry["threshold_ms"])
         for i in range(len(self.slos)):
             # never more than n_steps e-processes per SLO over a chain of judges
             self._own[i] = len(self._carried[i]) < self.n_steps
+            self._mon[i] = self._fresh_monitor(i) if self._own[i] else None
+            self._log_fail[i] = self._mon[i].log_e if self._own[i] else self._carried_log_fail(i)
         if self._qb is not None:
             self._qb.seed_thresholds(thresholds)
+
+    def _migrate_monitor(self, i: int, d: dict) -> _Monitor:
+        """A version-2 carried e-process (per-bet log-wealth or location sums) as a version-3 one of the same value."""
+        if self.tests[i] == "location":
+            sums = np.array(d["sums"], dtype=np.float64).reshape(2, 3)
+            lf, _, usable = self._location_evalues(i, sums[None])
+            value = float(lf[0]) if bool(usable[0]) else 0.0
+            return _Monitor.migrate(int(d["step"]), float(d["alpha"]), "location", None, value, 0, sums)
+        lw = _unfloats(d["log_w"])
+        return _Monitor.migrate(int(d["step"]), float(d["alpha"]), self.tests[i], lw, float(sq.logmeanexp(lw)), lw.size)
 
     def carry(self) -> dict:
         """What the next step's judge needs to keep watching this rollout for harm (JSON, a few KB)."""
         with self._lock:
             out = []
             for i, slo in enumerate(self.slos):
-                mons = [m.to_json() for m in self._carried[i]]
-                if self._own[i]:
-                    mons.append(self._own_monitor(i).to_json())
+                mons = []
+                for m in self._monitors(i):
+                    d = m.to_json()
+                    d["base"] = m.base + float(self._req[1])  # the next step counts its canary requests on top
+                    mons.append(d)
                 entry: dict[str, Any] = {"definition": slo.to_json(), "test": self.tests[i], "monitors": mons}
                 if i in self._q_of:
                     t = self._qb.T[self._q_of[i]]
                     entry["threshold_ms"] = float(t) if math.isfinite(t) else None
                 out.append(entry)
             return {"judge": self.kind, "version": STATE_VERSION, "steps": self._step, "slos": out}
-
-    def _own_monitor(self, i: int) -> _Monitor:
-        test = self.tests[i]
-        if test == "counts":
-            return _Monitor(self._step, self.alpha_test, log_w=self._count_terms(i, "fail"))
-        if test == "exceedance":
-            return _Monitor(self._step, self.alpha_test, log_w=self._qb.w_fail[self._q_of[i], self._qb.gi].copy())
-        return _Monitor(self._step, self.alpha_test, sums=self._sums.copy())
 
     def new_segment(self) -> None:
         """The next evaluate's arrays start from zero (resumed step, new weight, new source): they add to the totals."""
@@ -331,8 +593,11 @@ class SequentialJudge:
             "srm": {"mismatch": self._srm, "log_e": self._srm_log_e},
             "sums": self._sums.tolist(),
             "quantiles": self._qb.to_state() if self._qb is not None else None,
+            "adapt": _floats(self._adapt),
+            "bet_runs": self._bet_run,
             "step": self._step,
             "own": list(self._own),
+            "monitors": [m.to_json() if m is not None else None for m in self._mon],
             "carried": [[m.to_json() for m in ms] for ms in self._carried],
             "max_log_fail": [fnum(v) for v in self._max_log_fail],
             "slo_failed": list(self._slo_failed),
@@ -346,10 +611,18 @@ class SequentialJudge:
 
     def load_state(self, state: dict) -> None:
         """Restore after a restart. The next evaluate receives a NEW segment (arrays from zero): its samples are
-        added to the stored totals; nothing is counted twice and no alpha is spent again."""
+        added to the stored totals; nothing is counted twice and no alpha is spent again.
+
+        A version-2 state (one e-process per SLO and step, cumulative since the step's start) is migrated: each
+        e-process keeps its value, 1 - START_SHARE of it in its original component and the rest funding later
+        starts, so nothing is created and the guarantee carries over. Other versions are refused."""
         with self._lock:
-            if not isinstance(state, dict) or state.get("judge") != self.kind or int(state.get("version", 0)) != STATE_VERSION:
-                raise ValueError("not a state of this version of the sequential judge")
+            if not isinstance(state, dict) or state.get("judge") != self.kind:
+                raise ValueError("not a state of the sequential judge")
+            version = int(state.get("version", 0))
+            if version not in (2, STATE_VERSION):
+                raise ValueError(f"a version-{version} state of the sequential judge cannot be continued by version "
+                                 f"{STATE_VERSION} (only versions 2 and {STATE_VERSION} are understood)")
             cfg = state.get("config", {})
             if cfg.get("slos") != [s.to_json() for s in self.slos] or cfg.get("tests") != list(self.tests):
                 raise ValueError("the state belongs to a judge with different SLOs")
@@ -374,12 +647,32 @@ class SequentialJudge:
                 self._qb.load_state(state["quantiles"])
             self._step = int(state["step"])
             self._own = [bool(v) for v in state["own"]]
-            self._carried = [[_Monitor.from_json(m) for m in ms] for ms in state["carried"]]
+            if version == 2:
+                self._carried = [[self._migrate_monitor(i, m) for m in ms] for i, ms in enumerate(state["carried"])]
+                self._mon = [self._migrate_own(i) if self._own[i] else None for i in range(len(self.slos))]
+            else:
+                self._adapt = _unfloats(state["adapt"])
+                self._bet_run = [None if r is None else [list(r[0]), float(r[1])] for r in state["bet_runs"]]
+                self._carried = [[_Monitor.from_json(m) for m in ms] for ms in state["carried"]]
+                self._mon = [_Monitor.from_json(m) if m is not None else None for m in state["monitors"]]
             self._max_log_fail = np.array([-np.inf if v is None else v for v in state["max_log_fail"]], dtype=np.float64)
             self._slo_failed = [bool(v) for v in state["slo_failed"]]
             self._failed = state.get("failed")
             self._refresh_log_e()
             self._new_segment = True
+
+    def _migrate_own(self, i: int) -> _Monitor:
+        """A version-2 state's own e-process of SLO i (implicit in the step's statistics) as a version-3 one."""
+        test = self.tests[i]
+        if test == "counts":
+            lw = self._count_terms(i, "fail")
+        elif test == "exceedance":
+            lw = self._qb.w_fail[self._q_of[i], self._qb.gi].copy()
+        else:
+            lf, _, usable = self._location_evalues(i, self._sums[None])
+            value = float(lf[0]) if bool(usable[0]) else 0.0
+            return _Monitor.migrate(self._step, self.alpha_test, "location", None, value, 0, self._sums)
+        return _Monitor.migrate(self._step, self.alpha_test, test, lw, float(sq.logmeanexp(lw)), lw.size)
 
     # Work units of evaluate (about 10 ns each, the scale of judge.INLINE_WORK_LIMIT): a fixed part for the
     # evidence (confidence bounds, interval grid) and a part per new sample and quantile SLO (comparisons
@@ -509,83 +802,108 @@ class SequentialJudge:
         srm_hit = srm_l >= math.log(1.0 / self.settings.srm_alpha)
         srm = np.logical_or.accumulate(srm_hit | self._srm)
 
-        log_fail = np.zeros((L, n_slo))  # own monitor
+        log_fail = np.zeros((L, n_slo))  # own e-process
         log_pass = np.zeros((L, n_slo))
         fail_any = np.zeros((L, n_slo), dtype=bool)
         evid = np.zeros((L, n_slo), dtype=np.int64)  # the SLO's own canary observations
+        crossing: dict[int, list] = {}  # SLO -> [(e-process, log e per look, look -> its start point, plug-in run)]
+        runs: dict[int, Any] = {}
 
-        # error rate (the e-values only change at looks whose counts changed: computed there, carried forward)
-        n_o = (gc[:, 0] - gc[:, 1]) + (gc[:, 2] - gc[:, 3])
-        for i, test in enumerate(self.tests):
-            if test != "counts":
-                continue
-            slo = self.slos[i]
-            ratio, margin = (1.0 + slo.max_increase, 0.0) if slo.relative else (1.0, slo.max_increase)
-            key = np.stack([gc[:, 1], gc[:, 3]] + ([n_o] if margin != 0.0 else []), axis=1)
-            change = np.ones(L, dtype=bool)
-            change[1:] = (key[1:] != key[:-1]).any(axis=1)
-            at = np.flatnonzero(change)
-            fill = np.maximum.accumulate(np.where(change, np.arange(L), 0))
-            pos = np.searchsorted(at, fill)
-            other = {q: g for q, g in self._groups.items() if q != p}
-            tf = sq.count_log_terms(gc[at, 1], gc[at, 3], n_o[at], p, ratio=ratio, margin=margin, direction="fail")  # (U, J)
-            tp = sq.count_log_terms(gc[at, 1], gc[at, 3], n_o[at], p, ratio=ratio, margin=margin, direction="pass")
-            n_o0 = (g0[0] - g0[1]) + (g0[2] - g0[3])
-            tf0 = sq.count_log_terms(g0[1], g0[3], n_o0, p, ratio=ratio, margin=margin, direction="fail")
-            log_fail[:, i] = sq.logmeanexp(self._count_terms(i, "fail", other) + tf)[pos]
-            log_pass[:, i] = sq.logmeanexp(self._count_terms(i, "pass", other) + tp)[pos]
-            fail_any[:, i] = self._own[i] & (log_fail[:, i] >= math.log(1.0 / self.alpha_test))
-            for m in self._carried[i]:
-                le = sq.logmeanexp(m.log_w[None] + (tf - tf0))[pos]
-                fail_any[:, i] |= le >= math.log(1.0 / m.alpha)
-                m.log_w = m.log_w + (tf[-1] - tf0)
-                m.log_e = float(le[-1])
-            evid[:, i] = cum_req[:, 1]
+        def watch(i: int, m: _Monitor, lv: np.ndarray, point_of) -> None:
+            hit = lv >= math.log(1.0 / m.alpha)
+            fail_any[:, i] |= hit
+            if m is self._mon[i] and self._own[i]:
+                log_fail[:, i] = lv
+            elif not self._own[i]:
+                log_fail[:, i] = np.maximum(log_fail[:, i], lv) if crossing.get(i) else lv
+            crossing.setdefault(i, []).append((m, lv, point_of, runs.get(i)))
 
-        # geometric mean (location)
-        if any(t == "location" for t in self.tests):
+        # error rate: every look can start a component (its factors are the same for all of them)
+        if "counts" in self.tests:
+            d_other = (lk.d_req - lk.d_err).sum(axis=1)
+            d4 = np.stack([lk.d_req[:, 0], lk.d_err[:, 0], lk.d_req[:, 1], lk.d_err[:, 1]], axis=1)
+            before, self._adapt = sq.discounted_log_sums(self._adapt, d4, np.cumsum(lk.d_req.sum(axis=1)), sq.COUNT_MEMORY)
+            looks0, step = self.looks, self._step
+
+            def count_mark(k: int) -> list:
+                return [step, looks0 + k + 1, int(cum_req[k, 0]), int(cum_req[k, 1]), int(cum_err[k, 0]), int(cum_err[k, 1])]
+
+            def same(f: int) -> int:
+                return f
+
+            n_o = (gc[:, 0] - gc[:, 1]) + (gc[:, 2] - gc[:, 3])
+            for i, test in enumerate(self.tests):
+                if test != "counts":
+                    continue
+                slo = self.slos[i]
+                ratio, margin = (1.0 + slo.max_increase, 0.0) if slo.relative else (1.0, slo.max_increase)
+                bets = sq.count_adaptive_bets(before, p, ratio=ratio, margin=margin)
+                inc = sq.count_fail_increments(lk.d_err[:, 1], lk.d_err[:, 0], d_other, p, bets, ratio=ratio, margin=margin)
+                mark0 = [step, looks0, int(self._req[0]), int(self._req[1]), int(self._err[0]), int(self._err[1])]
+                runs[i] = self._track_run(i, bets >= 0, inc[:, -1], count_mark, mark0)
+                for m in self._monitors(i):
+                    watch(i, m, m.advance(inc, m.base + cum_req[:, 1].astype(np.float64), count_mark), same)
+                # PASS: the step's cumulative counts (they change only at looks whose counts changed)
+                key = np.stack([gc[:, 1], gc[:, 3]] + ([n_o] if margin != 0.0 else []), axis=1)
+                change = np.ones(L, dtype=bool)
+                change[1:] = (key[1:] != key[:-1]).any(axis=1)
+                at = np.flatnonzero(change)
+                pos = np.searchsorted(at, np.maximum.accumulate(np.where(change, np.arange(L), 0)))
+                other = {q: g for q, g in self._groups.items() if q != p}
+                tp = sq.count_log_terms(gc[at, 1], gc[at, 3], n_o[at], p, ratio=ratio, margin=margin, direction="pass")
+                log_pass[:, i] = sq.logmeanexp(self._count_terms(i, "pass", other) + tp)[pos]
+                evid[:, i] = cum_req[:, 1]
+
+        # geometric mean (location): explicit components, each the test on the sums since its start
+        if "location" in self.tests:
             sums_l = self._location_sums(lk)  # (L, 2, 3) cumulative over the step
+            looks0, step = self.looks, self._step
+
+            def loc_mark(k: int) -> list:
+                return [step, looks0 + k + 1, int(cum_req[k, 0]), int(cum_req[k, 1])]
+
             for i, test in enumerate(self.tests):
                 if test != "location":
                     continue
-                lf, lpv, usable = self._location_evalues(i, sums_l)
-                log_fail[:, i], log_pass[:, i] = lf, lpv
-                fail_any[:, i] = usable & self._own[i] & (lf >= math.log(1.0 / self.alpha_test))
-                for m in self._carried[i]:
-                    mf, _, mu = self._location_evalues(i, m.sums[None] + sums_l)
-                    fail_any[:, i] |= mu & (mf >= math.log(1.0 / m.alpha))
-                    m.log_e = float(mf[-1])
+                _, lpv, _ = self._location_evalues(i, sums_l)
+                log_pass[:, i] = lpv
+                for m in self._monitors(i):
+                    lv = m.advance_location(sums_l, self._sums, m.base + cum_req[:, 1].astype(np.float64),
+                                            lambda x, i=i: self._location_fail(i, x), loc_mark)
+                    watch(i, m, lv, lambda f: f)
                 evid[:, i] = sums_l[:, 1, 0]
-            d_sums = sums_l[-1] - self._sums
-            for i, test in enumerate(self.tests):
-                if test == "location":
-                    for m in self._carried[i]:
-                        m.sums = m.sums + d_sums
             self._sums = sums_l[-1].copy()
 
-        # quantiles
+        # quantiles: a component can start after every closed block
         if self._qb is not None:
             qb = self._qb
-            w0f = qb.w_fail[:, qb.gi].copy()
             w0p = qb.w_pass[:, qb.gi].copy()
             m0 = qb.m_c.copy()
-            carried0 = {i: [m.log_w.copy() for m in self._carried[i]] for i in self._q_of}
+            c0 = np.stack([qb.m_s, qb.x_s, qb.m_c, qb.x_c], axis=1)  # (S, 4) closed-block counts at the margin
             res = qb.process(lk.s_vals, lk.s_cnt, lk.c_vals, lk.c_cnt)
             nbl = np.searchsorted(res.look, np.arange(L), side="right")  # closed blocks up to each look
-            cf = np.concatenate([np.zeros((1,) + w0f.shape), np.cumsum(res.lr_fail, axis=0)], axis=0)  # (K+1, S, J)
             cp = np.concatenate([np.zeros((1,) + w0p.shape), np.cumsum(res.lr_pass, axis=0)], axis=0)
             cm = np.concatenate([np.zeros((1, len(self._specs)), dtype=np.int64), np.cumsum(res.n_a, axis=0)], axis=0)
+            cblk = c0[None] + np.cumsum(np.stack([res.n_b, res.x_b, res.n_a, res.x_a], axis=2), axis=0)  # (K, S, 4)
+            looks0, step = self.looks, self._step
+            c_blk = cum_req[res.look, 1].astype(np.float64) if res.look.size else np.zeros(0)
             for i, j in self._q_of.items():
-                # values per closed block, then per look (a look sees the blocks closed up to it)
-                lf = sq.logmeanexp(w0f[j][None] + cf[:, j])[nbl]
-                log_fail[:, i] = lf
+                def q_mark(k: int, j=j) -> list:
+                    lo = int(res.look[k])
+                    return [step, looks0 + lo + 1, int(cum_req[lo, 0]), int(cum_req[lo, 1])] + [int(v) for v in cblk[k, j]]
+
+                def block_at(f: int) -> int:
+                    return int(nbl[f]) - 1
+
+                inc = np.concatenate([res.lr_fail[:, j, :], res.lr_adapt[:, j, None]], axis=1)
+                mark0 = [step, looks0, int(self._req[0]), int(self._req[1])] + [int(v) for v in c0[j]]
+                run = self._track_run(i, res.log_psi_adapt[:, j] > 0, res.lr_adapt[:, j], q_mark, mark0)
+                runs[i] = run
+                for m in self._monitors(i):
+                    e0 = m.log_e
+                    lvb = m.advance(inc, m.base + c_blk, q_mark)
+                    watch(i, m, np.r_[e0, lvb][nbl], block_at)
                 log_pass[:, i] = sq.logmeanexp(w0p[j][None] + cp[:, j])[nbl]
-                fail_any[:, i] = self._own[i] & (lf >= math.log(1.0 / self.alpha_test))
-                for m, base in zip(self._carried[i], carried0[i]):
-                    le = sq.logmeanexp(base[None] + cf[:, j])[nbl]
-                    fail_any[:, i] |= le >= math.log(1.0 / m.alpha)
-                    m.log_w = base + cf[-1, j]
-                    m.log_e = float(le[-1])
                 evid[:, i] = m0[j] + cm[nbl, j]
 
         # evidence guards for a pass (per look)
@@ -620,7 +938,7 @@ class SequentialJudge:
             first_slo = int(np.argmax(fail_any[f]))
             outcome[f:] = _FAIL
             fail_slo[f:] = first_slo
-            self._failed = {"slo": first_slo, "look": self.looks + f + 1}
+            self._failed = {"slo": first_slo, "look": self.looks + f + 1, **self._crossed(crossing[first_slo], f)}
         for i in range(n_slo):
             if fail_any[:, i].any():
                 self._slo_failed[i] = True
@@ -634,7 +952,7 @@ class SequentialJudge:
         self._groups[p] = gc[-1].copy()
         self._srm_log_e = float(srm_l[-1])
         self._srm = bool(srm[-1])
-        self._log_fail = log_fail[-1].copy()
+        self._log_fail = log_fail[-1].copy() if L else self._log_fail
         self._log_pass = log_pass[-1].copy()
         own_max = np.where(self._own, log_fail.max(axis=0), -np.inf)
         self._max_log_fail = np.maximum(self._max_log_fail, own_max)
@@ -643,32 +961,86 @@ class SequentialJudge:
         self.looks += L
         return outcome, fail_slo
 
+    def _crossed(self, entries: list, f: int) -> dict:
+        """Which e-process crossed at look f (the one furthest above its threshold) and the start carrying it.
+
+        For the plug-in bet also where its current betting run began (it bets nothing while the data look healthy,
+        so the evidence of that run is all from after it) and the factor the run contributed."""
+        best = max(entries, key=lambda e: e[1][f] - math.log(1.0 / e[0].alpha))
+        m, lv, point_of, run_at = best
+        k = point_of(f)
+        since = m.since_at(k)
+        if since is not None and since.get("bet") == "plug-in" and run_at is not None:
+            run = run_at(k)
+            if run is not None and (run[0][0], run[0][2] + run[0][3]) > (since["step"], since["after_requests"]):
+                since["betting_since"] = _Monitor._describe(run[0], 0.0, 0.0, True)
+                for key in ("e_value", "share_of_e_value", "bet"):
+                    since["betting_since"].pop(key, None)
+                since["betting_run_e_factor"] = safe_exp(run[1])
+        return {"by_step": m.step, "e_value": safe_exp(float(lv[f])), "threshold": 1.0 / m.alpha, "since": since}
+
+    def _track_run(self, i: int, on: np.ndarray, inc_p: np.ndarray, mark_at, mark0: list):
+        """Follow the plug-in bet's current run of bets (``on`` per point, its log-factors ``inc_p``); returns
+        point -> [mark after which the run began, its log-factor so far] (None when not betting there)."""
+        prev = self._bet_run[i]
+        P = on.size
+        if P == 0:
+            return lambda k: prev
+        last_off = np.maximum.accumulate(np.where(~on, np.arange(P), -1))
+        csum = np.cumsum(np.where(on, inc_p, 0.0))
+
+        def run_at(k: int):
+            if k < 0:
+                return prev
+            if not on[k]:
+                return None
+            lo = int(last_off[k])
+            if lo < 0:
+                base = prev if prev is not None else [mark0, 0.0]
+                return [base[0], base[1] + float(csum[k])]
+            return [mark_at(lo), float(csum[k] - csum[lo])]
+
+        self._bet_run[i] = run_at(P - 1)
+        return run_at
+
     def _apply_blocks(self, res: sq.BlockResult) -> None:
-        """Blocks closed outside a look (flush): only the carried monitors need the update (the step's own wealth is in qb)."""
+        """Blocks closed outside a look (flush, before a new share): every FAIL e-process of a quantile SLO takes them."""
         if res.look.size == 0:
             return
+        qb = self._qb
+        after = np.stack([qb.m_s, qb.x_s, qb.m_c, qb.x_c], axis=1)  # the flushed block is the last one
         for i, j in self._q_of.items():
-            for m in self._carried[i]:
-                m.log_w = m.log_w + res.lr_fail[:, j].sum(axis=0)
+            inc = np.concatenate([res.lr_fail[:, j, :], res.lr_adapt[:, j, None]], axis=1)
+            mark = [self._step, self.looks, int(self._req[0]), int(self._req[1])] + [int(v) for v in after[j]]
+            for m in self._monitors(i):
+                m.advance(inc, np.full(inc.shape[0], m.base + float(self._req[1])), lambda k, mark=mark: mark)
+                m._pending = None
+
+    def _carried_log_fail(self, i: int) -> float:
+        return max((m.log_e for m in self._carried[i]), default=0.0)
+
+    def _monitor_log_e(self, i: int, m: _Monitor) -> float:
+        if m.kind != "location":
+            return float(sq.mixture_log_value(m.v, sq.bet_log_weights(m.v.size - 1)))
+        sums = np.array([c[2] for c in m.comps], dtype=np.float64).reshape(-1, 2, 3)
+        lf, usable = self._location_fail(i, sums)
+        t = np.array([c[0] for c in m.comps]) + np.where(usable, lf, 0.0)
+        mx = float(t.max())
+        return mx + math.log(float(np.sum(np.exp(t - mx))))
 
     def _refresh_log_e(self) -> None:
         """Recompute the step's current e-values from the stored statistics (after load_state)."""
         for i, test in enumerate(self.tests):
+            for m in self._monitors(i):
+                m.log_e = self._monitor_log_e(i, m)
+            self._log_fail[i] = self._mon[i].log_e if self._own[i] and self._mon[i] is not None else self._carried_log_fail(i)
             if test == "counts":
-                self._log_fail[i] = float(sq.logmeanexp(self._count_terms(i, "fail")))
                 self._log_pass[i] = float(sq.logmeanexp(self._count_terms(i, "pass")))
-                for m in self._carried[i]:
-                    m.log_e = float(sq.logmeanexp(m.log_w))
             elif test == "exceedance":
-                self._log_fail[i], self._log_pass[i] = self._qb.log_evalues(self._q_of[i])
-                for m in self._carried[i]:
-                    m.log_e = float(sq.logmeanexp(m.log_w))
+                self._log_pass[i] = self._qb.log_evalues(self._q_of[i])[1]
             else:
-                lf, lp, _ = self._location_evalues(i, self._sums[None])
-                self._log_fail[i], self._log_pass[i] = float(lf[0]), float(lp[0])
-                for m in self._carried[i]:
-                    mf, _, _ = self._location_evalues(i, (m.sums + self._sums)[None])
-                    m.log_e = float(mf[0])
+                _, lp, _ = self._location_evalues(i, self._sums[None])
+                self._log_pass[i] = float(lp[0])
         self._slo_pass = [False] * len(self.slos)
         self._guards = {"coverage_ok": False, "bad_ok": True, "evidence": [0] * len(self.slos)}
 
@@ -694,6 +1066,11 @@ class SequentialJudge:
         ms = sq.mean_shift_stats(n_c, s1_c, s2_c, n_s, s1_s, s2_s, prior_df=self.settings.prior_df)
         lf, lp = sq.mean_shift_log_evalues(ms, lm, tau=self.settings.tau)
         return np.where(usable, lf, 0.0), np.where(usable, lp, 0.0), usable
+
+    def _location_fail(self, i: int, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(FAIL log e-value, usable) of the location test on sums (N, 2, 3): a component's since its start."""
+        lf, _, usable = self._location_evalues(i, sums)
+        return lf, usable
 
     # -- evidence and the verdict ----------------------------------------------------
 
@@ -740,7 +1117,8 @@ class SequentialJudge:
         out = []
         for m in self._carried[i]:
             out.append({"started_at_step": m.step, "alpha": m.alpha, "e_value": safe_exp(m.log_e),
-                        "threshold": 1.0 / m.alpha, "crossed": m.log_e >= math.log(1.0 / m.alpha)})
+                        "threshold": 1.0 / m.alpha, "crossed": m.log_e >= math.log(1.0 / m.alpha),
+                        "largest_component": m.since()})
         return out
 
     def _common(self, i: int, test: str, outcome: str) -> dict:
@@ -758,6 +1136,10 @@ class SequentialJudge:
             "alpha": self.alpha_test if self._own[i] else 0.0,
             "alpha_spent": self.alpha_test if self._own[i] else 0.0,
             "anytime_p_value": fnum(min(1.0, safe_exp(-self._max_log_fail[i]))) if np.isfinite(self._max_log_fail[i]) else 1.0,
+            "fail_e_process": ("mixture over start times: the test since this step's start plus tests started after "
+                               "later looks (weights summing to <= 1), so a healthy past does not hold a FAIL back"),
+            "largest_component": self._mon[i].since() if self._own[i] and self._mon[i] is not None else None,
+            "failed_since": (self._failed or {}).get("since") if self._failed and self._failed.get("slo") == i else None,
             "earlier_steps": self._monitors_evidence(i),
         }
 
@@ -1021,13 +1403,18 @@ class SequentialJudge:
             i = int(self._failed["slo"]) if self._failed else max(range(len(results)), key=lambda k: results[k]["lf"])
             r = results[i]
             slo = self.slos[i]
-            mons = [(self._log_fail[i], self.alpha_test, "this step's")] if self._own[i] else []
-            mons += [(m.log_e, m.alpha, f"step {m.step}'s") for m in self._carried[i]]
-            crossed = [m for m in mons if m[0] >= math.log(1.0 / m[1])] or mons
-            le, a, who = max(crossed, key=lambda m: m[0] - math.log(1.0 / m[1]))
-            which = "" if who == "this step's" else f" ({who} e-process, still watching)"
+            f = self._failed or {}
+            since = f.get("since")
+            if "e_value" in f:
+                le, a, who = math.log(max(f["e_value"], 1e-300)), 1.0 / f["threshold"], f["by_step"]
+            else:  # a state from before the start mixtures: the e-process values now
+                mons = [(m.log_e, m.alpha, m.step) for m in self._monitors(i)] or [(self._log_fail[i], self.alpha_test, self._step)]
+                le, a, who = max(mons, key=lambda m: m[0] - math.log(1.0 / m[1]))
+            which = "" if who == self._step else f"; step {who}'s e-process, still watching"
+            where = self._since_words(i, since)
+            detail = f"{where[0]}; over the step: {r['detail']}" if where[0] else r["detail"]
             reason = (f"canary {subject(slo)} is higher than stable's{margin_words(slo)} "
-                      f"({r['detail']}; e-value {fmt_e(safe_exp(le))} >= 1/alpha {fmt_e(1 / a)}{which})")
+                      f"({detail}; e-value {fmt_e(safe_exp(le))} >= 1/alpha {fmt_e(1 / a)}{where[1]}{which})")
             return Verdict("fail", reason, evidence, None)
         if self._srm:
             obs = evidence["srm"]["observed_share"] or 0.0
@@ -1064,6 +1451,41 @@ class SequentialJudge:
             tail += " (with a zero margin a pass needs the canary to be demonstrably better)"
         more = f"; about {needed} more canary requests needed" if needed is not None else ""
         return Verdict("inconclusive", f"{head} ({tail}){more}", evidence, needed)
+
+    def _since_words(self, i: int, since: dict | None) -> tuple[str, str]:
+        """("canary 5.1% vs stable 0.0% errors since request 20,104", ", 97% of it from the test started there")."""
+        if not since:
+            return "", ""
+        run = since.get("betting_since")
+        if run:
+            since = {**since, **run}
+        here = since["step"] == self._step
+        at = f"request {since['after_requests']:,}" + ("" if here else f" of step {since['step']}")
+        if since["after_requests"] == 0 and here:
+            return "", ""  # the step's own start: the step-wide figures say it all
+        share = since.get("share_of_e_value")
+        if run:
+            tail = f", from the plug-in bet, betting at every look since {at}"
+        else:
+            tail = f", {pct(share)} of it from the test started after {at}" if share is not None else f"; started after {at}"
+        counts = since.get("counts_at_start")
+        test = self.tests[i]
+        if not here or counts is None:
+            return f"since {at}", tail
+        if test == "counts":
+            n = self._req - np.array([since["after_requests"] - since["after_canary_requests"], since["after_canary_requests"]])
+            x = self._err - np.array(counts[:2])
+            if n[0] > 0 and n[1] > 0:
+                return f"canary {pct(x[1] / n[1])} vs stable {pct(x[0] / n[0])} errors since {at}", tail
+        elif test == "exceedance":
+            j = self._q_of[i]
+            qb = self._qb
+            m_s, x_s, m_c, x_c = (int(qb.m_s[j]) - counts[0], int(qb.x_s[j]) - counts[1], int(qb.m_c[j]) - counts[2],
+                                  int(qb.x_c[j]) - counts[3])
+            if m_s > 0 and m_c > 0:
+                return (f"{pct(x_c / m_c)} of {m_c} canary samples above the canary threshold vs {pct(x_s / m_s)} of "
+                        f"stable above its own since {at}"), tail
+        return f"since {at}", tail
 
     @staticmethod
     def _needed(pending: list[tuple[int, dict]], short: int) -> int | None:
