@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml
 
 # Regenerate the protobuf-upb wire modules from our own small .proto files.
 protos: venv
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto xds/wire/otlp_logs.proto devtools/model_servers/wire/oip.proto control_plane/etcd/wire/etcd.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. xds/wire/discovery.proto xds/wire/accesslog.proto xds/wire/otlp_logs.proto devtools/model_servers/wire/oip.proto control_plane/etcd/wire/etcd.proto control_plane/ha/wire/relay.proto
 
-# System services the end-to-end tests run for real (Prometheus and etcd, from Debian).
-# As root it installs what is missing; otherwise the tests that need it say so
-# (and fail under CI=true).
+# System services the end-to-end tests run for real (Prometheus and etcd; Chromium and its WebDriver
+# for the dashboard test), from Debian. As root it installs what is missing; otherwise the tests that
+# need it say so (and fail under CI=true).
 sysdeps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -37,6 +37,12 @@ sysdeps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null; \
 	  else echo "note: etcd is not installed and this is not root: its tests will skip (fail under CI=true)"; fi; }
+	@{ test -x /usr/bin/chromium && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (Debian packages)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium is not installed and this is not root: the dashboard test will skip (fail under CI=true)"; fi; }
 
 # Istio's CRD schemas for the Istio tests (npm @kubernetes-models/istio, pinned by the lock file).
 # As root it installs Debian's nodejs/npm if missing; otherwise those tests say so (and fail under CI=true).
@@ -63,6 +69,7 @@ bench: venv
 	$(BIN)/python bench/envoy_push.py
 	$(BIN)/python bench/xds_fanout.py --proxies 1000
 	$(BIN)/python bench/als_decode.py
+	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/analysis_sim.py --quick
 	$(BIN)/python bench/failover.py --runs 5
 

@@ -92,8 +92,12 @@ async def start_serving(
     xds_credentials: grpc.ServerCredentials | None = None,
     balance_tick_s: float = 0.25,
     balance: bool = True,
+    extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
 ) -> Serving:
-    """Bind xDS and start the parts of :class:`Serving` (``balance=False``: another data plane balances)."""
+    """Bind xDS and start the parts of :class:`Serving` (``balance=False``: another data plane balances).
+
+    ``extra_handlers``: more gRPC services on the xDS port (a replica's access-log relay receiver).
+    """
     # A proxy gone from xDS too was scaled in, not cut off: its ended access-log
     # stream is no gap in the evidence (otherwise every pass stays inconclusive).
     access_log = AccessLogSource(proxies_alive=lambda: {p.node_id for p in registry.proxies()})
@@ -102,7 +106,8 @@ async def start_serving(
     chosen = build_analyzer(analyzer, access_log, envoy_stats)
     cache = SnapshotCache()
     # Envoy reaches both ADS and the access-log services through the bootstrap's weir_control_plane cluster.
-    xds = XdsServer(cache, registry, extra_handlers=access_log.handlers(), credentials=xds_credentials)
+    xds = XdsServer(cache, registry, extra_handlers=[*access_log.handlers(), *extra_handlers],
+                    credentials=xds_credentials)
     bound = await xds.start(xds_host, xds_port)
     try:
         if envoy_stats is not None:

@@ -157,7 +157,7 @@ def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Elli
 
 
 def _issue(ca_cert: x509.Certificate, ca_key, common_name: str, dns: Iterable[str], ips: Iterable[str],
-           usage: x509.ObjectIdentifier, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+           usage: list[x509.ObjectIdentifier], days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     now = dt.datetime.now(dt.timezone.utc)
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
@@ -174,7 +174,7 @@ def _issue(ca_cert: x509.Certificate, ca_key, common_name: str, dns: Iterable[st
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if sans:
@@ -221,13 +221,14 @@ def issue_dev_certs(
         raise CertError(f"--days must be between 1 and 3650 (got {days})")
     out.mkdir(parents=True, exist_ok=True)
     ca_cert_path, ca_key_path = out / CA_CERT, out / CA_KEY
-    leaves: list[tuple[Path, Path, str, list[str], list[str], x509.ObjectIdentifier]] = []
+    leaves: list[tuple[Path, Path, str, list[str], list[str], list[x509.ObjectIdentifier]]] = []
     if names or ips:
+        # Client use too: a Weir replica presents it to the leader's xDS port (the access-log relay, docs/ha.md).
         leaves.append((out / SERVER_CERT, out / SERVER_KEY, (names or ips)[0], names, ips,
-                       ExtendedKeyUsageOID.SERVER_AUTH))
+                       [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]))
     for client in client_names:
         leaves.append((out / f"client-{client}.crt", out / f"client-{client}.key", client, [client], [],
-                       ExtendedKeyUsageOID.CLIENT_AUTH))
+                       [ExtendedKeyUsageOID.CLIENT_AUTH]))
     if not force:
         existing = [str(p) for cert, key, *_ in leaves for p in (cert, key) if p.exists()]
         if existing:

@@ -6,6 +6,10 @@
    anytime-valid analysis of Envoy's access logs.
 3. The closed loop: a canary failing 20% of its requests (v3) is caught at
    its first step and rolled back, with the evidence printed.
+4. A streaming LLM whose canary is slower to its first token is rolled back.
+
+Each rollout is written as a self-contained HTML report (``weir report``) under
+``build/demo-reports/``; the paths are printed at the end.
 """
 
 from __future__ import annotations
@@ -189,6 +193,9 @@ async def run() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="weir-demo-"))
     cp = await start_control_plane(db=workdir / "weir.db", listen_address="127.0.0.1", tick_s=0.2)
     envoy = EnvoyProcess(render_bootstrap("demo-envoy", GROUP, "127.0.0.1", cp.xds_port, admin_port=free_port()))
+    from control_plane.api.app import create_app  # the API in process: the reports read its endpoints
+
+    app = create_app(cp.engine, cp.registry, None, metrics=cp.metrics, access_log=cp.access_log)
     results = []
     try:
         say(f"weir: control plane up (xDS + access logs on 127.0.0.1:{cp.xds_port}); starting a real Envoy")
@@ -224,6 +231,11 @@ async def run() -> int:
         results.append(phase == "RolledBack")
         for proxy in cp.registry.proxies():
             say(f"\nproxy {proxy.node_id} ({proxy.protocol}): converged to {proxy.converged_version}, NACKs: {len(proxy.nacks)}")
+        from devtools.reports import write_reports
+
+        names = [r.name for r in await cp.engine.list()]
+        for path in await write_reports(app, names, Path("build/demo-reports")):
+            say(f"report: {path}")
         say("demo: OK" if all(results) else f"demo: UNEXPECTED RESULT {results}")
         return 0 if all(results) else 1
     finally:

@@ -390,15 +390,31 @@ _SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"
                      r'(-?[0-9.eE+-]+|\+Inf|-Inf|NaN)$')
 
 
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def canonical(key: str) -> str:
+    """A sample's key with its labels sorted: the exposition does not promise an order."""
+    name, brace, rest = key.partition("{")
+    if not brace:
+        return key
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(_LABEL.findall(rest[:-1]))) + "}"
+
+
+class Samples(dict):
+    def __getitem__(self, key: str) -> float:
+        return super().__getitem__(canonical(key))
+
+
 def parse_metrics(text: str) -> dict[str, float]:
-    samples = {}
+    samples = Samples()
     for line in text.splitlines():
         if line.startswith("#"):
             assert re.match(r"^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$", line), line
             continue
         assert _SAMPLE.match(line), line
         key, value = line.rsplit(" ", 1)
-        samples[key] = float(value)
+        samples[canonical(key)] = float(value)
     return samples
 
 

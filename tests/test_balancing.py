@@ -155,3 +155,28 @@ async def test_queue_depth_is_scraped_from_a_real_model_server():
             assert scraper.value(address, bad) is None
             await scraper.close()
             await asyncio.gather(*calls)
+
+
+async def test_weights_and_estimates_are_scraped_per_endpoint():
+    """/metrics shows what the balancer gives each replica and why (the estimate), in Prometheus' units."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from control_plane.api.metrics import Metrics
+
+    clock = [0.0]
+    services = [BalancedService("svc", LatencyAware(), {"v1": EPS[:2]})]
+    balancer, router = make(services, clock)
+    await balancer.tick()
+    for t in range(10):
+        clock[0] = float(t)
+        balancer.on_entries([entry(EPS[0], 10.0, t=float(t)), entry(EPS[1], 40.0, t=float(t))] * 5)
+        await balancer.tick()
+    metrics = Metrics()
+    metrics.bind(balancer=balancer)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render([]))}
+    weights = {s.labels["endpoint"]: s.value for s in families["weir_endpoint_weight"].samples}
+    estimates = {s.labels["endpoint"]: s.value for s in families["weir_endpoint_latency_estimate_seconds"].samples}
+    assert weights == {ep: float(w) for ep, w in router.pushes[-1][2].items()} and weights[EPS[1]] < weights[EPS[0]]
+    assert 0.009 < estimates[EPS[0]] < 0.011 and 0.036 < estimates[EPS[1]] < 0.044  # 10 ms and 40 ms, in seconds
+    assert {s.labels["service"] for s in families["weir_endpoint_weight"].samples} == {"svc"}
+    assert Metrics().render([]).count("weir_endpoint_weight") == 0  # no balancer: no family

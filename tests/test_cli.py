@@ -297,8 +297,9 @@ def test_watch_follows_until_terminal(make_server, policy_file, capsys):
     assert weir(server, "get", "echo", "-w", "-o", "json") == 0
     line = json.loads(capsys.readouterr().out)
     assert line["phase"] == "Succeeded"
-    assert weir(server, "get", "--watch") == 1
-    assert "--watch needs a rollout NAME" in capsys.readouterr().err
+    # Without NAME: one line per rollout, until none is active.
+    assert weir(server, "get", "--watch") == 0
+    assert "echo  Succeeded  step 3/3  weight 100%" in capsys.readouterr().out
 
 
 def test_watch_exits_1_when_rolled_back(make_server, policy_file, capsys):

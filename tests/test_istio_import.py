@@ -107,6 +107,10 @@ def policies(draw):
             "maxEjectionPercent": draw(st.integers(0, 100)),
         }
     if draw(st.booleans()):
+        spec["service"]["idleTimeout"] = draw(_durations)
+    if draw(st.booleans()):
+        spec["service"]["retries"] = {"attempts": draw(st.integers(0, 5)), "onReset": draw(st.booleans())}
+    if draw(st.booleans()):
         spec["strategy"]["stickiness"] = {"header": draw(_headers)}
     if draw(st.booleans()):
         spec["strategy"]["shadow"] = {"percent": draw(st.sampled_from([0.5, 1, 12.5, 50, 100])), "minRequests": 10, "maxDuration": "5m"}
@@ -115,9 +119,12 @@ def policies(draw):
 
 def _comparable(routing) -> dict:
     """What Istio can carry of a ServiceRouting (Istio: header names lowercase; stickiness replaces the LB policy;
-    a DestinationRule has no active-request bias, so the latency-aware tuning of least-request does not survive)."""
+    a DestinationRule has no active-request bias, so the latency-aware tuning of least-request does not survive;
+    with 0 retry attempts, onReset means nothing)."""
     data = routing.model_dump()
     data["least_request_active_bias"] = None
+    if data["retries"]["attempts"] == 0:  # no retries: whether resets would be retried says nothing
+        data["retries"]["on_reset"] = False
     data["header_routes"] = [{**r, "header": r["header"].lower()} for r in data["header_routes"]]
     if data["sticky_header"]:
         data["sticky_header"] = data["sticky_header"].lower()
@@ -157,6 +164,7 @@ def test_the_skeleton_of_a_step_starts_at_its_weight_and_ramps_to_100():
     assert result.data["spec"]["service"] == {
         "name": "sentiment", "domains": ["sentiment.models.internal", "*"], "port": 10000,
         "pathPrefix": "/v2/models/sentiment", "timeout": "5s",
+        "retries": {"attempts": 1, "onReset": False}, "idleTimeout": "3s",  # what the objects say, made explicit
     }
     assert any("spec.gateways" in n for n in result.notes) and any("spec.analysis" in n for n in result.notes)
 
@@ -186,10 +194,34 @@ def test_a_foreign_pair_with_short_hosts_retries_and_mtls():
     assert (spec.stable.version, spec.canary.version, spec.strategy.canary.steps[0].weight) == ("v1", "v2", 20)
     assert spec.service.name == "reviews" and spec.service.domains == ["reviews"] and spec.service.port == 80
     assert "DestinationRule reviews: subset 'stable' becomes version 'v1'; Weir names subsets after versions" in result.notes
-    assert any(n.startswith("VirtualService reviews: spec.http[0].retries is not carried") for n in result.notes)
+    assert spec.service.retries.attempts == 3 and not spec.service.retries.on_reset
+    assert ("VirtualService reviews: spec.http[0].retries.perTryTimeout not carried: a policy sets attempts and "
+            "whether resets are retried") in result.notes
+    assert any(n.startswith("VirtualService reviews: spec.http[0].retries.retryOn: none set") for n in result.notes)
     assert any("ISTIO_MUTUAL" in n for n in result.notes)
-    assert ("DestinationRule reviews: spec.trafficPolicy.connectionPool is not carried: Weir renders "
-            "connectionPool.http.idleTimeout 300s and nothing else") in result.notes
+    assert ("DestinationRule reviews: spec.trafficPolicy.connectionPool.tcp not carried: a policy sets the idle "
+            "timeout of the connection pool and nothing else") in result.notes
+    assert spec.service.idle_timeout.total_seconds() == 3  # none in the DestinationRule: Weir's default
+    assert any(n.startswith("spec.service.idleTimeout: the DestinationRule sets none") for n in result.notes)
+
+
+def test_retry_conditions_a_policy_cannot_have_are_noted_and_the_safe_ones_carried():
+    vs, dr = _rendered(step=0)
+    default = vs["spec"]["http"][-1]
+    default["retries"] = {"attempts": 9, "retryOn": "5xx,reset,connect-failure"}
+    dr["spec"]["trafficPolicy"]["connectionPool"] = {"http": {"idleTimeout": "2s", "maxRetries": 3}}
+    result = _import(vs, dr)
+    service = result.policy.spec.service
+    assert (service.retries.attempts, service.retries.on_reset, service.idle_timeout.total_seconds()) == (5, True, 2)
+    assert "VirtualService sentiment: spec.http[1].retries.attempts: 9 is more than a policy allows; 5 carried" in result.notes
+    assert ("VirtualService sentiment: spec.http[1].retries.retryOn: 5xx not carried: a policy retries only requests "
+            "that never reached the server (and resets with onReset)") in result.notes
+    assert any("spec.http[0].retries differs from spec.http[1].retries" in n for n in result.notes)
+    assert any("connectionPool.http.maxRetries not carried" in n for n in result.notes)
+    default["retries"] = {"attempts": "many"}
+    with pytest.raises(MeshError) as exc:
+        _import(vs, dr)
+    assert "spec.http[1].retries.attempts: expected a whole number, at least 0 (got 'many')" in str(exc.value)
 
 
 def test_canary_can_be_named_and_a_mirror_becomes_the_shadow_phase():

@@ -18,9 +18,6 @@ from control_plane import cli
 from control_plane.mesh.adapter import routing_at_step
 from control_plane.mesh.errors import MeshError
 from control_plane.mesh.istio.render import (
-    DEFAULT_IDLE_TIMEOUT_S,
-    DEFAULT_RETRY_ATTEMPTS,
-    DEFAULT_RETRY_ON,
     IstioOptions,
     format_duration,
     render,
@@ -124,7 +121,7 @@ def test_both_validators_reject_what_istio_rejects():
 def test_a_step_renders_header_routes_first_then_the_weighted_default():
     vs, dr = render_policy(load_policy(EXAMPLES / "sentiment.yaml"), 1, GATEWAY).documents()
     host = "sentiment.models.svc.cluster.local"
-    retries = {"attempts": DEFAULT_RETRY_ATTEMPTS, "retryOn": DEFAULT_RETRY_ON}
+    retries = {"attempts": 1, "retryOn": "connect-failure,reset-before-request"}  # the policy's default retries
     assert vs["metadata"] == {"name": "sentiment", "namespace": "models", "labels": {"app.kubernetes.io/managed-by": "weir"}}
     assert vs["spec"] == {
         "hosts": ["sentiment.models.internal", "*"],
@@ -153,7 +150,7 @@ def test_a_step_renders_header_routes_first_then_the_weighted_default():
         "host": host,
         "trafficPolicy": {
             "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user-id"}},
-            "connectionPool": {"http": {"idleTimeout": format_duration(DEFAULT_IDLE_TIMEOUT_S)}},
+            "connectionPool": {"http": {"idleTimeout": "3s"}},  # the policy's default idle timeout
             "outlierDetection": {"consecutive5xxErrors": 5, "baseEjectionTime": "30s", "maxEjectionPercent": 50},
         },
         "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
@@ -190,8 +187,20 @@ def test_lb_policy_without_stickiness_and_no_outlier_detection():
     dr = render_policy(load_policy(EXAMPLES / "minimal.yaml"), 0, GATEWAY).destination_rule
     assert dr["spec"]["trafficPolicy"] == {
         "loadBalancer": {"simple": "LEAST_REQUEST"},
-        "connectionPool": {"http": {"idleTimeout": "300s"}},
+        "connectionPool": {"http": {"idleTimeout": "3s"}},
     }
+
+
+def test_retries_and_the_idle_timeout_come_from_the_policy_as_for_envoy():
+    """The same connection hygiene as Weir's own xDS: a sidecar too must not reuse a connection the model
+    server just closed, and retries a reset only when the user says requests are idempotent."""
+    data = _policy(**{"spec.service.idleTimeout": "4500ms", "spec.service.retries": {"attempts": 3, "onReset": True}})
+    vs, dr = render_policy(validate_policy_data(data), 0, GATEWAY).documents()
+    assert {str(r["retries"]) for r in vs["spec"]["http"]} == {str({"attempts": 3, "retryOn": "connect-failure,reset-before-request,reset"})}
+    assert dr["spec"]["trafficPolicy"]["connectionPool"] == {"http": {"idleTimeout": "4.5s"}}
+    off = render_policy(validate_policy_data(_policy(**{"spec.service.retries": {"attempts": 0}})), 0, GATEWAY)
+    assert {str(r["retries"]) for r in off.virtual_service["spec"]["http"]} == {"{'attempts': 0}"}  # Istio's default off
+    assert [closed_schema_errors(d) for d in (vs, dr, off.virtual_service)] == [[], [], []]
 
 
 def test_header_names_are_lowercased_for_istio():

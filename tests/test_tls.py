@@ -28,7 +28,8 @@ def test_certs_have_the_names_usages_and_modes_asked_for(tmp_path, capsys):
     assert sans.get_values_for_type(x509.DNSName) == ["localhost", "weir.svc"]
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     usage = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    # Client use too: a replica presents it to the leader's xDS port (the access-log relay).
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     client = load(tmp_path / "client-gw-1.crt")
     assert list(client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         ExtendedKeyUsageOID.CLIENT_AUTH]

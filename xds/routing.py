@@ -65,9 +65,20 @@ __all__ = [
     "cross_service_problems",
     "load_routing",
     "parse_routing",
+    "retry_conditions",
 ]
 
 Problem = tuple[Loc, str]
+
+#: Retries that are safe for any request: it never reached the server (a refused connection, or a
+#: reset before Envoy sent it: the keep-alive race with a server that closed an idle connection).
+SAFE_RETRY_ON = "connect-failure,reset-before-request"
+
+
+def retry_conditions(retries: Retries) -> str:
+    """Envoy's ``retry_on`` (Istio's ``retryOn``) for a policy's retries: what never reached the server,
+    always; a reset after the request was sent only when the user says that is safe (``onReset``)."""
+    return SAFE_RETRY_ON + (",reset" if retries.on_reset else "")
 
 
 class RoutingError(PolicyValidationError):

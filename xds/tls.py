@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["ClientTls", "server_credentials", "upstream_tls_transport_socket"]
+__all__ = ["ClientTls", "relay_credentials", "server_credentials", "upstream_tls_transport_socket"]
 
 _TLS_SOCKET = "envoy.transport_sockets.tls"
 _UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -30,6 +30,20 @@ def server_credentials(cert_chain: bytes, private_key: bytes, client_ca: bytes |
     return grpc.ssl_server_credentials(
         [(private_key, cert_chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def relay_credentials(cert_chain: bytes, private_key: bytes, client_ca: bytes | None) -> grpc.ChannelCredentials:
+    """How one Weir replica dials another's xDS port (the access-log relay) with the same files.
+
+    With mTLS (``client_ca``) the replica presents its own xDS certificate, which must then
+    also allow client authentication (``weir certs`` issues it so), and trusts that CA for
+    the other replica's certificate. With TLS alone it presents nothing and trusts the
+    system's roots (``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` names others).
+    """
+    if client_ca is None:
+        return grpc.ssl_channel_credentials()
+    return grpc.ssl_channel_credentials(root_certificates=client_ca, private_key=private_key,
+                                        certificate_chain=cert_chain)
 
 
 @dataclass(frozen=True)

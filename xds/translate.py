@@ -48,7 +48,7 @@ from envoy_data_plane.envoy.type import v3 as type_v3
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 
 from .log_formats import TIMING_ATTRIBUTES, TIMING_LOG_NAME
-from .routing import Backend, DesiredRouting, Endpoint, ServiceRouting
+from .routing import Backend, DesiredRouting, Endpoint, ServiceRouting, retry_conditions
 
 __all__ = [
     "ACCESS_LOG_NAME",
@@ -71,9 +71,6 @@ _ACCESS_LOG_FLUSH = timedelta(milliseconds=100)
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 #: gRPC puts its status in trailers, or in headers for a trailers-only response: log both.
 GRPC_STATUS = "grpc-status"
-#: Retries that are safe for any request: it never reached the server (a refused connection, or a
-#: reset before Envoy sent it: the keep-alive race with a server that closed an idle connection).
-SAFE_RETRY_ON = "connect-failure,reset-before-request"
 
 
 def listener_name(port: int) -> str:
@@ -316,12 +313,10 @@ def _split_action(service: ServiceRouting) -> route_v3.RouteAction:
 
 
 def retry_policy(service: ServiceRouting) -> route_v3.RetryPolicy | None:
-    """Retry what never reached the server, always; a reset after sending only when the user says it is safe."""
     retries = service.retries
     if retries.attempts == 0:
         return None
-    retry_on = SAFE_RETRY_ON + (",reset" if retries.on_reset else "")
-    return route_v3.RetryPolicy(retry_on=retry_on, num_retries=retries.attempts)
+    return route_v3.RetryPolicy(retry_on=retry_conditions(retries), num_retries=retries.attempts)
 
 
 def _mirror_policies(service: ServiceRouting) -> list[route_v3.RouteActionRequestMirrorPolicy]:

@@ -81,8 +81,20 @@ While no receiver is connected Envoy drops entries silently (they count in its
 incomplete when the receiver started after ``since``, when a proxy's stream
 ended and no stream of that proxy was open until a new one started, when the
 window is older than what is kept, or when no stream has connected at all.
-With several Weir replicas each proxy's stream reaches one of them: the
-analysis must run where the streams are (or sum the replicas).
+
+Several replicas
+----------------
+Each proxy's stream reaches one replica; the analysis runs on the leader. A
+follower relays what its proxies send to the leader
+(``control_plane/ha/relay.py``), which opens a *relayed* stream here for each
+of the follower's streams (:meth:`AccessLogSource.open_stream` with
+``relay=``) and ingests the messages as they arrived, so every entry keeps
+its proxy's node id. Relayed entries are not handed to ``entry_listeners``
+(each replica balances its own proxies). What each relay could deliver is a
+:class:`RelayOrigin`; with ``fleet_proxies`` (the proxies every other replica
+serves) coverage is incomplete for a replica that serves proxies but whose
+relay is not connected, connected only after the window began, or lost
+entries (gaps).
 """
 
 from __future__ import annotations
@@ -93,7 +105,7 @@ import re
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple, Protocol
 
 import grpc
 import numpy as np
@@ -104,6 +116,7 @@ from xds.wire import accesslog_pb2 as wire
 
 from . import Coverage, cluster_of
 from .timing_log import TimingLog
+from .totals import ArmTotals
 
 log = logging.getLogger("weir.analysis.access_log")
 
@@ -116,7 +129,9 @@ __all__ = [
     "Entry",
     "LIVE",
     "PINNED",
+    "RelayOrigin",
     "SHADOW",
+    "StreamTap",
     "decode",
     "decode_message",
     "is_shadow_authority",
@@ -347,9 +362,11 @@ class _Thin:
 class _Arm:
     """One (cluster, traffic) arm."""
 
-    __slots__ = ("cluster", "traffic", "seconds", "t", "lat", "ep", "endpoints", "ep_index", "thin", "compacted_to", "evicted_to")
+    __slots__ = ("cluster", "traffic", "seconds", "t", "lat", "ep", "endpoints", "ep_index", "thin", "compacted_to",
+                 "evicted_to", "totals")
 
-    def __init__(self, cluster: str, traffic: str, thin: _Thin):
+    def __init__(self, cluster: str, traffic: str, thin: _Thin, totals: ArmTotals | None = None):
+        self.totals = totals if totals is not None else ArmTotals()  # since the process started (/metrics)
         self.cluster = cluster
         self.traffic = traffic
         self.seconds: dict[int, dict[int, _Bucket]] = {}
@@ -424,6 +441,24 @@ class _Arm:
 
 
 @dataclass
+class ArmWindow:
+    """What :meth:`AccessLogSource.window` copies out: per-second counts and time-stamped samples."""
+
+    seconds: np.ndarray  # int64 epoch seconds that had requests
+    requests: np.ndarray  # per second
+    errors: np.ndarray
+    latency_t: np.ndarray  # start time of each kept latency sample
+    latency_ms: np.ndarray
+    ttfb_t: np.ndarray
+    ttfb_ms: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "ArmWindow":
+        e = np.empty(0)
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), e, e, e, e)
+
+
+@dataclass
 class _Stream:
     """One StreamAccessLogs call (a proxy opens one per worker thread, lazily, at its first flush)."""
 
@@ -439,6 +474,8 @@ class _Stream:
     entries: int = 0
     upstream_entries: int = 0  # UpstreamEnd entries seen: the router's upstream_log is on
     clusters: set = field(default_factory=set)
+    relay: str = ""  # the replica that relayed this stream of one of its proxies ("": a proxy of ours)
+    suspended: bool = False  # closed because its relay session broke; reopened if the next one resumes it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -447,7 +484,50 @@ class _Stream:
             "closed_at": self.closed_at,
             "messages": self.messages,
             "entries": self.entries,
+            **({"relay": self.relay} if self.relay else {}),
         }
+
+
+class StreamTap(Protocol):
+    """Sees every access-log stream of this process's own proxies, with each message's bytes as received."""
+
+    def on_open(self, stream: _Stream) -> None: ...
+    def on_message(self, stream: _Stream, raw: bytes) -> None: ...
+    def on_close(self, stream: _Stream) -> None: ...
+
+
+@dataclass
+class RelayOrigin:
+    """What the relay of one other replica has delivered here (``control_plane/ha/relay.py`` keeps it).
+
+    Times are the relaying replica's clock (epoch seconds, like the proxies' start
+    times). ``complete_since``: every entry that reached that replica since then
+    was delivered (or is a gap); ``gaps``: intervals whose entries may be lost
+    (``None`` end: still open).
+    """
+
+    replica: str
+    incarnation: str
+    complete_since: float
+    connected: bool = False
+    disconnected_at: float | None = None
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+    streams: dict[int, _Stream] = field(default_factory=dict)  # the relayed streams, by the replica's number
+    last_seq: int = 0  # the last item accounted for
+    last_at: float = 0.0
+    items: int = 0
+    nodes_seen: set = field(default_factory=set)
+
+    def add_gap(self, start: float, end: float) -> None:
+        if end > start:
+            self.gaps.append((start, end))
+            del self.gaps[:-1000]  # bounded: a relay that keeps losing shows the latest thousand
+
+    def to_json(self) -> dict[str, Any]:
+        return {"replica": self.replica, "connected": self.connected, "complete_since": self.complete_since,
+                "disconnected_at": self.disconnected_at, "gaps": len(self.gaps), "items": self.items,
+                "streams_open": sum(1 for s in self.streams.values() if s.closed_at is None),
+                "nodes": sorted(self.nodes_seen)}
 
 
 # --------------------------------------------------------------------------- the source
@@ -468,6 +548,9 @@ class AccessLogSource:
       access-log stream ended and that is gone from xDS too was scaled in, not
       cut off, so its ended stream is not an open gap. Without it, every
       ended stream that did not come back counts as a gap.
+    * ``fleet_proxies``: with several replicas, the node ids every *other* replica
+      serves (replica -> nodes, from etcd). They count as alive too, and
+      coverage requires each of those replicas' relay (module docstring).
     * ``clock``: Weir's wall clock (stream times, thinning seconds).
 
     Usage: ``XdsServer(cache, registry, extra_handlers=[source.handler()])``;
@@ -487,6 +570,7 @@ class AccessLogSource:
         proxies_alive: Callable[[], Iterable[str]] | None = None,
         clock: Callable[[], float] = time.time,
         timing: "TimingLog | None" = None,
+        fleet_proxies: Callable[[], Mapping[str, Collection[str]]] | None = None,
     ):
         if retention_s <= 0 or exact_window_s < 0 or max_samples_per_s <= 0:
             raise ValueError("retention_s and max_samples_per_s must be > 0 and exact_window_s >= 0")
@@ -495,6 +579,7 @@ class AccessLogSource:
         self.max_samples_per_s = int(max_samples_per_s)
         self.log_names = frozenset(log_names) if log_names is not None else None
         self.proxies_alive = proxies_alive
+        self.fleet_proxies = fleet_proxies
         self.clock = clock
         #: time to first body byte and per output token (Envoy's OpenTelemetry access logger; see timing_log)
         self.timing = timing if timing is not None else TimingLog(
@@ -502,6 +587,8 @@ class AccessLogSource:
             service_of=lambda cluster: self._service_of.get(cluster) or cluster.rsplit("-", 1)[0])
         self.started_at = clock()
         self._arms: dict[tuple[str, str], _Arm] = {}
+        #: (cluster, traffic) -> totals since the process started; outlives an arm dropped after retention
+        self.totals: dict[tuple[str, str], ArmTotals] = {}
         self._thins: dict[str, _Thin] = {}
         self._service_of: dict[str, str] = {}  # cluster -> service (registered or learned)
         self._grpc_client_codes: dict[str, frozenset[int]] = {}  # cluster -> codes that are not errors
@@ -511,8 +598,13 @@ class AccessLogSource:
         self.malformed_log = RateLimitedLog(log, "malformed access-log streams")  # shares the xDS port
         self._newest_sec: int | None = None  # newest start second seen (proxy clock)
         self._maintained_sec: int | None = None
-        #: Called with every batch of entries as it is ingested (e.g. the latency-aware balancer).
+        #: Called with every batch of entries of this process's own proxies as it is ingested (e.g. the
+        #: latency-aware balancer); relayed entries are not.
         self.entry_listeners: list[Callable[[list[Entry]], None]] = []
+        #: See every stream of this process's own proxies and its messages' bytes (the relay to the leader).
+        self.stream_taps: list[StreamTap] = []
+        #: Other replicas' relays, by replica id (control_plane/ha/relay.py).
+        self.relays: dict[str, RelayOrigin] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("messages", "entries", "live", "shadow", "pinned", "skipped", "unattributed", "expired", "ignored_messages"), 0
         )
@@ -538,27 +630,35 @@ class AccessLogSource:
 
     async def _serve(self, request_iterator, context) -> bytes:
         stream = self.open_stream(context.peer())
+        taps = self.stream_taps
+        for tap in taps:
+            tap.on_open(stream)
         try:
             async for raw in request_iterator:
                 self.ingest_message(wire.StreamAccessLogsMessage.FromString(raw), stream)
+                for tap in taps:
+                    tap.on_message(stream, raw)
             stream.clean = True
         except Exception as err:  # noqa: BLE001 - a broken stream ends this stream only; one line, rate-limited
             self.malformed_log.log(logging.INFO, "access-log stream from %s ended abnormally (%s: %s)",
                                    stream.node or stream.peer, type(err).__name__, " ".join(str(err).split())[:200])
         finally:
             self.close_stream(stream)
+            for tap in taps:
+                tap.on_close(stream)
         return b""
 
     # ----------------------------------------------------------------- streams
 
-    def open_stream(self, peer: str = "") -> _Stream:
+    def open_stream(self, peer: str = "", *, at: float | None = None, relay: str = "") -> _Stream:
+        """A new stream (``relay``: one of that replica's proxies' streams, opened at ``at`` on its clock)."""
         self._next_stream += 1
-        stream = _Stream(self._next_stream, peer, self.clock())
+        stream = _Stream(self._next_stream, peer, self.clock() if at is None else at, relay=relay)
         self._streams.append(stream)
         return stream
 
-    def close_stream(self, stream: _Stream) -> None:
-        stream.closed_at = self.clock()
+    def close_stream(self, stream: _Stream, at: float | None = None) -> None:
+        stream.closed_at = self.clock() if at is None else at
 
     @property
     def open_streams(self) -> int:
@@ -566,8 +666,10 @@ class AccessLogSource:
 
     # ----------------------------------------------------------------- ingest
 
-    def ingest_message(self, msg: wire.StreamAccessLogsMessage, stream: _Stream | None = None) -> int:
-        """Account one message of a stream; returns the entries counted."""
+    def ingest_message(self, msg: wire.StreamAccessLogsMessage, stream: _Stream | None = None, *,
+                       notify: bool = True) -> int:
+        """Account one message of a stream; returns the entries counted (``notify=False``: a relayed message,
+        not for ``entry_listeners``)."""
         batch = decode_message(msg, self._grpc_client_codes)
         if stream is not None:
             stream.messages += 1
@@ -579,14 +681,15 @@ class AccessLogSource:
             stream.upstream_entries += batch.upstream
         self.counters["messages"] += 1
         self.counters["skipped"] += batch.skipped
-        return self.ingest(batch.entries, stream)
+        return self.ingest(batch.entries, stream, notify=notify)
 
-    def ingest(self, entries: list[Entry], stream: _Stream | None = None) -> int:
+    def ingest(self, entries: list[Entry], stream: _Stream | None = None, *, notify: bool = True) -> int:
         """Account decoded entries (the receiver's path; tests call it directly)."""
         if not entries:
             return 0
-        for listener in self.entry_listeners:
-            listener(entries)
+        if notify:
+            for listener in self.entry_listeners:
+                listener(entries)
         now_sec = int(self.clock())
         cap = self.max_samples_per_s
         arms = self._arms
@@ -622,6 +725,8 @@ class AccessLogSource:
             if b is None:
                 b = eps[epi] = _Bucket(sec >= exact_cut or sec in pinned)
             b.n += 1
+            tot = arm.totals
+            tot.requests += 1
             if b.offs is not None:
                 off = start - sec
                 b.offs.append(off)
@@ -633,6 +738,7 @@ class AccessLogSource:
             counted += 1
             if error:
                 b.err += 1
+                tot.errors += 1
                 continue
             th = arm.thin
             if th.sec != now_sec:
@@ -646,6 +752,7 @@ class AccessLogSource:
                 arm.t.append(start)
                 arm.lat.append(latency)
                 arm.ep.append(epi)
+                tot.observe(latency)
         c = self.counters
         c["entries"] += len(entries)
         c["unattributed"] += unattributed
@@ -668,7 +775,10 @@ class AccessLogSource:
             else:  # the longest known service this cluster belongs to, else a guess
                 known = [s for s in self._thins if cluster.startswith(s + "-")]
                 service = max(known, key=len) if known else cluster.rsplit("-", 1)[0]
-        arm = self._arms[(cluster, traffic)] = _Arm(cluster, traffic, self._thin(service))
+        totals = self.totals.get((cluster, traffic))
+        if totals is None:
+            totals = self.totals[(cluster, traffic)] = ArmTotals()
+        arm = self._arms[(cluster, traffic)] = _Arm(cluster, traffic, self._thin(service), totals)
         return arm
 
     def _thin(self, service: str) -> _Thin:
@@ -799,6 +909,39 @@ class AccessLogSource:
             samples.ttfb_ms, samples.tpot_ms = self.timing.samples(cluster, traffic, lo, hi if not math.isinf(hi) else None)
         return samples
 
+    def window(self, service: str, version: str, since: float, until: float | None = None, *,
+               traffic: str = LIVE) -> "ArmWindow":
+        """Copies of one arm's per-second counts and time-stamped latency samples in [since, until), for plots.
+
+        Unlike :meth:`samples` it pins nothing (plots may ask about any window without
+        making the source keep per-request offsets) and counts whole seconds. Copies,
+        so the caller may work on them in a thread while entries keep arriving.
+        """
+        cluster = cluster_of(service, version)
+        arm = self._arms.get((cluster, traffic))
+        hi = math.inf if until is None else until
+        if arm is None:
+            return ArmWindow.empty()
+        secs = sorted(s for s in arm.seconds if since - 1 < s < hi)
+        seconds = np.array(secs, dtype=np.int64)
+        requests = np.array([sum(b.n for b in arm.seconds[s].values()) for s in secs], dtype=np.int64)
+        errors = np.array([sum(b.err for b in arm.seconds[s].values()) for s in secs], dtype=np.int64)
+        t = np.frombuffer(arm.t, dtype=np.float64) if arm.t else np.empty(0)
+        mask = (t >= since) & (t < hi)
+        lat_t = t[mask].copy()
+        lat = np.frombuffer(arm.lat, dtype=np.float32)[mask].astype(np.float64) if arm.t else np.empty(0)
+        ttfb_t, ttfb = (self.timing.timed(cluster, traffic, since, until) if self.timing is not None
+                        else (np.empty(0), np.empty(0)))
+        return ArmWindow(seconds, requests, errors, lat_t, lat, ttfb_t, ttfb)
+
+    def service_version(self, cluster: str) -> tuple[str, str]:
+        """(service, version) of a ``<service>-<version>`` cluster (the registered split when known)."""
+        service = self._service_of.get(cluster)
+        if service is not None and cluster.startswith(service + "-"):
+            return service, cluster[len(service) + 1:]
+        head, _, tail = cluster.rpartition("-")
+        return (head, tail) if head else (cluster, "")
+
     def samples_by_endpoint(
         self, service: str, version: str, since: float, until: float | None = None, *, traffic: str = LIVE
     ) -> dict[str, ArmSamples]:
@@ -867,7 +1010,11 @@ class AccessLogSource:
         by_node: dict[str, list[_Stream]] = {}
         for s in self._streams:
             by_node.setdefault(s.node or s.peer, []).append(s)
+        fleet = {r: set(nodes) for r, nodes in self.fleet_proxies().items() if nodes} if self.fleet_proxies else {}
         alive = set(self.proxies_alive()) if self.proxies_alive is not None else None
+        if alive is not None:
+            for nodes in fleet.values():
+                alive |= nodes
         for node, streams in by_node.items():
             if relevant and node not in relevant:
                 continue
@@ -881,6 +1028,7 @@ class AccessLogSource:
                 f"{len(gaps)} access-log stream gap(s) in the window (entries are dropped while a proxy has no stream): "
                 + "; ".join(f"{g['node']} from {_iso(g['from'])} to {_iso(g['to']) if g['to'] else 'now'}" for g in gaps[:5])
             )
+        relays = self._relay_coverage(cov, fleet, relevant, since, end)
         if shadow and not any(s.upstream_entries for s in self._streams):
             cov.missing(
                 "no upstream access-log entries seen: mirrored requests reach the access log only through the "
@@ -893,8 +1041,38 @@ class AccessLogSource:
             "receiver_started_at": self.started_at,
             "horizon": horizon,
             "thinned_services": sorted(t.service for t in self._thins.values() if t.thinned),
+            **({"relays": relays} if relays else {}),
         }
         return cov
+
+    def _relay_coverage(self, cov: Coverage, fleet: dict[str, set[str]], relevant: set[str], since: float,
+                        end: float) -> dict[str, Any]:
+        """Coverage of the proxies other replicas serve: their relay must have delivered the whole window."""
+        out: dict[str, Any] = {}
+        for replica, nodes in sorted(fleet.items()):
+            origin = self.relays.get(replica)
+            shown = ", ".join(sorted(nodes)[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+            proxies = f"{len(nodes)} prox{'y' if len(nodes) == 1 else 'ies'} ({shown})"
+            if origin is None:
+                cov.missing(f"replica {replica} serves {proxies} whose access logs do not reach this replica "
+                            "(its relay has not connected)")
+                out[replica] = {"connected": False}
+                continue
+            out[replica] = origin.to_json()
+            if origin.complete_since > since:
+                cov.missing(f"the relay from replica {replica} holds the access logs of its {proxies} only since "
+                            f"{_iso(origin.complete_since)}, after the window began ({_iso(since)})")
+            if relevant and origin.nodes_seen and not (origin.nodes_seen & relevant):
+                continue  # its proxies never carried this service
+            lost = [(a, b) for a, b in origin.gaps if a < end and b > since]
+            if not origin.connected and origin.disconnected_at is not None:
+                lost.append((origin.disconnected_at, None))
+            if lost:
+                cov.missing(
+                    f"the relay from replica {replica} lost access-log entries of its {proxies} in the window: "
+                    + "; ".join(f"from {_iso(a)} to {_iso(b) if b else 'now'}" for a, b in lost[:5])
+                )
+        return out
 
     # ----------------------------------------------------------------- introspection
 

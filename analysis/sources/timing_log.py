@@ -41,6 +41,8 @@ import numpy as np
 from xds.log_formats import TIMING_ATTRIBUTES, TIMING_LOG_NAME  # noqa: F401  (re-exported)
 from xds.wire import otlp_logs_pb2 as otlp
 
+from .totals import ArmTotals
+
 
 __all__ = ["OTLP_LOGS_METHOD_PATH", "TIMING_ATTRIBUTES", "TIMING_LOG_NAME", "TimingLog", "TimingRecord", "decode_export"]
 
@@ -132,18 +134,26 @@ class TimingLog:
         self._rates: dict[str, tuple[int, int, float, float]] = {}  # service -> (second, count, p, acc)
         self.counters = {"exports": 0, "records": 0, "kept": 0, "skipped": 0, "thinned": 0}
         self._newest = 0.0
+        #: (cluster, traffic) -> time-to-first-byte histogram since the process started (/metrics)
+        self.totals: dict[tuple[str, str], ArmTotals] = {}
+        #: Called with each export's bytes from this process's own proxies (the relay to the leader).
+        self.export_taps: list[Callable[[bytes], None]] = []
 
     # -- receiving ------------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
-        async def export(request: otlp.ExportLogsServiceRequest, context) -> otlp.ExportLogsServiceResponse:
-            self.ingest_export(request)
-            return otlp.ExportLogsServiceResponse()
+        empty = otlp.ExportLogsServiceResponse().SerializeToString()
+
+        async def export(raw: bytes, context) -> bytes:
+            self.ingest_export(otlp.ExportLogsServiceRequest.FromString(raw))
+            for tap in self.export_taps:  # the bytes as received: the relay to the leader forwards them as they are
+                tap(raw)
+            return empty
 
         return grpc.method_handlers_generic_handler(OTLP_LOGS_SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(
                 export,
-                request_deserializer=otlp.ExportLogsServiceRequest.FromString,
-                response_serializer=otlp.ExportLogsServiceResponse.SerializeToString,
+                request_deserializer=None,  # raw bytes, parsed here (and relayed unparsed)
+                response_serializer=None,
             ),
         })
 
@@ -177,6 +187,11 @@ class TimingLog:
             arm.t.append(rec.start)
             arm.ttfb.append(rec.ttfb_ms)
             arm.tpot.append(rec.tpot_ms)
+            totals = self.totals.get((rec.cluster, rec.traffic))
+            if totals is None:
+                totals = self.totals[(rec.cluster, rec.traffic)] = ArmTotals()
+            totals.requests += 1
+            totals.observe(rec.ttfb_ms)
             self._newest = max(self._newest, rec.start)
             kept += 1
         self.counters["kept"] += kept
@@ -194,15 +209,29 @@ class TimingLog:
                     setattr(arm, name, array(old.typecode, old[cut:]))
 
     # -- reading ------------------------------------------------------------------------------------
-    def samples(self, cluster: str, traffic: str, since: float, until: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ttfb_ms, tpot_ms) of the arm's successful requests that started in [since, until), arrival order."""
+    def _window(self, cluster: str, traffic: str, since: float, until: float | None):
+        """(the arm or None when it has no record, its start times, the mask of [since, until))."""
         arm = self._arms.get((cluster, traffic))
         if arm is None or not arm.t:
-            return np.empty(0), np.empty(0)
+            return None, None, None
         t = np.frombuffer(arm.t, dtype=np.float64)
         mask = t >= since
         if until is not None:
             mask &= t < until
+        return arm, t, mask
+
+    def timed(self, cluster: str, traffic: str, since: float, until: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(start times, ttfb_ms) of the arm's records in [since, until): copies, for plots."""
+        arm, t, mask = self._window(cluster, traffic, since, until)
+        if arm is None:
+            return np.empty(0), np.empty(0)
+        return t[mask].copy(), np.frombuffer(arm.ttfb, dtype=np.float32)[mask].astype(np.float64)
+
+    def samples(self, cluster: str, traffic: str, since: float, until: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ttfb_ms, tpot_ms) of the arm's successful requests that started in [since, until), arrival order."""
+        arm, _, mask = self._window(cluster, traffic, since, until)
+        if arm is None:
+            return np.empty(0), np.empty(0)
         ttfb = np.frombuffer(arm.ttfb, dtype=np.float32)[mask].astype(np.float64)
         tpot = np.frombuffer(arm.tpot, dtype=np.float32)[mask].astype(np.float64)
         return ttfb, tpot[~np.isnan(tpot)]

@@ -46,6 +46,10 @@ from .auth import ANONYMOUS_OPERATOR, OPERATOR, VIEWER, Principal, TokenAuth
 from .guard import OPEN_PATHS, ApiGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .session import COOKIE as SESSION_COOKIE
+from .session import Sessions
+from .schemas import (ApplyResult, Balancing, EndpointsResult, EventList, Health, Proxies, ReleaseList, RolloutDetail,
+                      RolloutList, install_policy_schema, ok, text)
 
 log = logging.getLogger("weir.api")
 
@@ -243,7 +247,7 @@ POLICY_BODY = {
         "description": "A RolloutPolicy as YAML or JSON (its JSON Schema: `weir schema`).",
         "content": {
             "application/yaml": {"schema": {"type": "string"}},
-            "application/json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/RolloutPolicy"}},
         },
     }
 }
@@ -277,6 +281,7 @@ def create_app(
     public_metrics: bool = False,
     balancer: Any = None,
     readiness: Callable[[], Awaitable[tuple[str | None, dict[str, Any]]]] | None = None,
+    access_log: Any | None = None,
 ) -> FastAPI:
     """The API around a (started or soon started) engine.
 
@@ -287,7 +292,8 @@ def create_app(
     ``app.state.auth`` may be replaced at run time, e.g. to reload the tokens file.
     ``allowed_hosts`` are Host names accepted besides the loopback ones when there
     are no tokens; ``public_metrics`` serves ``/metrics`` without a token
-    (:mod:`control_plane.api.guard`).
+    (:mod:`control_plane.api.guard`). ``access_log`` feeds the dashboard's series and the per-version
+    metrics (default: the analyzer's access-log source, when it has one).
     """
     metrics = metrics if metrics is not None else Metrics()
     if engine.observer is None:
@@ -302,15 +308,20 @@ def create_app(
             "`Authorization: Bearer TOKEN`: viewer tokens read, operator tokens also submit and act."
         ),
         version="v1",
+        docs_url=None,  # /docs is Weir's own page (control_plane.ui): Swagger UI would load from a CDN
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.registry = registry
     app.state.auth = auth
     app.state.metrics = metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.state.sessions = Sessions()  # the dashboard's read-only cookies (api/session.py)
     app.add_middleware(ApiGuard, auth=lambda: app.state.auth, allowed_hosts=allowed_hosts,
-                       open_paths=OPEN_PATHS | ({"/metrics"} if public_metrics else set()))
+                       open_paths=OPEN_PATHS | ({"/metrics"} if public_metrics else set()),
+                       sessions=app.state.sessions)
     _install_error_handlers(app)
+    install_policy_schema(app)
 
     bearer = HTTPBearer(auto_error=False, description="A token listed (hashed) in the tokens file: weir tokens new")
 
@@ -321,6 +332,10 @@ def create_app(
             current: TokenAuth | None = request.app.state.auth
             if current is None:
                 return ANONYMOUS_OPERATOR
+            if credentials is None and request.method in ("GET", "HEAD"):
+                cookie = request.app.state.sessions.principal(request.cookies.get(SESSION_COOKIE), current)
+                if cookie is not None and cookie.allows(role):
+                    return cookie
             if credentials is None:
                 raise ApiProblem(401, "unauthorized",
                                  "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
@@ -381,12 +396,12 @@ def create_app(
         return data
 
     # -- probes and metrics ---------------------------------------------------------------------
-    @app.get("/healthz", summary="Liveness: the process answers", tags=["probes"])
+    @app.get("/healthz", summary="Liveness: the process answers", tags=["probes"], responses=ok(Health))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: the engine runs and the store answers", tags=["probes"],
-             responses=_responses(503))
+             responses={**ok(Health), **_responses(503)})
     async def readyz():
         if readiness is not None:
             cause, info = await readiness()
@@ -404,17 +419,19 @@ def create_app(
         return {"status": "ready"}
 
     @app.get("/metrics", summary="Prometheus metrics (viewer token)", tags=["probes"],
-             response_class=PlainTextResponse, responses=_responses(401, 403))
-    async def get_metrics(_: Principal = Depends(anyone if public_metrics else viewer)):
-        text = metrics.render(await engine.list(), registry)
-        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
+             response_class=PlainTextResponse,
+             responses={**text(METRICS_CONTENT_TYPE.split(";")[0], "the exposition"), **_responses(401, 403)})
+    async def get_metrics(request: Request, _: Principal = Depends(anyone if public_metrics else viewer)):
+        body, content_type = metrics.exposition(await engine.list(), registry, request.headers.get("accept", ""))
+        return PlainTextResponse(body, media_type=content_type)
 
     # -- rollouts --------------------------------------------------------------------------------
     @app.post("/v1/rollouts", status_code=201, summary="Apply a policy: start, update or restart a rollout",
               description="201 when a rollout was created; 200 when an active rollout was updated or restarted, "
                           "or when nothing was to do (the same policy again, a canary that is already live). "
                           "`applied.action` says which: create, replace, update, restart, unchanged, already-live.",
-              tags=["rollouts"], openapi_extra=POLICY_BODY, responses=write_errors)
+              tags=["rollouts"], openapi_extra=POLICY_BODY,
+              responses={**ok(ApplyResult, "created", 201), **ok(ApplyResult, "updated or nothing to do"), **write_errors})
     async def submit(request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -430,7 +447,7 @@ def create_app(
 
     @app.put("/v1/services/{service}/versions/{version}/endpoints",
              summary="Change where a version runs (the live one or the active canary) without restarting the rollout",
-             tags=["rollouts"], openapi_extra=ENDPOINTS_BODY, responses=write_errors)
+             tags=["rollouts"], openapi_extra=ENDPOINTS_BODY, responses={**ok(EndpointsResult), **write_errors})
     async def set_endpoints(service: str, version: str, request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         try:
@@ -449,7 +466,7 @@ def create_app(
 
     @app.get("/v1/services/{service}/balancing",
              summary="Latency-aware balancing of a service: each replica's weight and the estimate behind it",
-             tags=["rollouts"], responses=read_errors)
+             tags=["rollouts"], responses={**ok(Balancing), **read_errors})
     async def get_balancing(service: str, _: Principal = Depends(viewer)):
         snapshot = balancer.snapshot(service).get(service) if balancer is not None else None
         if snapshot is None:
@@ -458,21 +475,22 @@ def create_app(
         return {"service": service, "versions": snapshot}
 
     @app.get("/v1/releases", summary="What is live per service: version, endpoints, the rollout that made it live",
-             tags=["rollouts"], responses=_responses(401, 403))
+             tags=["rollouts"], responses={**ok(ReleaseList), **_responses(401, 403)})
     async def list_releases(_: Principal = Depends(viewer)):
         return {"items": [r.to_json() for r in engine.releases()]}
 
-    @app.get("/v1/rollouts", summary="List rollouts", tags=["rollouts"], responses=_responses(401, 403))
+    @app.get("/v1/rollouts", summary="List rollouts", tags=["rollouts"],
+             responses={**ok(RolloutList), **_responses(401, 403)})
     async def list_rollouts(_: Principal = Depends(viewer)):
         return {"items": [summary_json(r) for r in await engine.list()]}
 
     @app.get("/v1/rollouts/{name}", summary="One rollout: state, steps, latest verdict", tags=["rollouts"],
-             responses=read_errors)
+             responses={**ok(RolloutDetail), **read_errors})
     async def get_rollout(name: str, _: Principal = Depends(viewer)):
         return detail_json(await engine.get(name))
 
     @app.get("/v1/rollouts/{name}/events", summary="A rollout's events (the why of every change)", tags=["rollouts"],
-             responses=_responses(401, 403, 404, 422))
+             responses={**ok(EventList), **_responses(401, 403, 404, 422)})
     async def get_events(
         name: str,
         after: int = Query(0, ge=0, le=2**63 - 1, description="only events with a sequence number above this"),
@@ -488,7 +506,7 @@ def create_app(
 
         act.__name__ = f"{action}_rollout"
         app.post(f"/v1/rollouts/{{name}}/{action}", summary=f"{action.capitalize()} a rollout", tags=["actions"],
-                 responses=_responses(401, 403, 404, 409))(act)
+                 responses={**ok(RolloutDetail), **_responses(401, 403, 404, 409)})(act)
 
     for action in ACTIONS:
         add_action(action)
@@ -500,7 +518,7 @@ def create_app(
                          f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}{hint}")
 
     @app.put("/v1/rollouts/{name}/weight", summary="Set the canary weight (holds until the next step)",
-             tags=["actions"], openapi_extra=WEIGHT_BODY, responses=write_errors)
+             tags=["actions"], openapi_extra=WEIGHT_BODY, responses={**ok(RolloutDetail), **write_errors})
     async def set_weight(name: str, request: Request, principal: Principal = Depends(operator)):
         text = await _read_text(request)
         try:
@@ -530,7 +548,7 @@ def create_app(
 
     # -- proxies ---------------------------------------------------------------------------------
     @app.get("/v1/proxies", summary="Connected proxies and what they ACKed or NACKed", tags=["proxies"],
-             responses=_responses(401, 403))
+             responses={**ok(Proxies), **_responses(401, 403)})
     async def proxies(_: Principal = Depends(viewer)):
         gone = list(registry.disconnected)[-DISCONNECTED_SHOWN:]
         return {
@@ -538,6 +556,12 @@ def create_app(
             "disconnected": [p.to_json() for p in reversed(gone)],
         }
 
+    from ..ui.routes import install_ui  # the dashboard, /docs, the series and the event stream
+
+    if access_log is None:
+        access_log = (getattr(engine.analyzer, "sources", None) or {}).get("access-log")
+    metrics.bind(engine=engine, access_log=access_log, balancer=balancer)
+    install_ui(app, engine, viewer=viewer, access_log=access_log, problem=ApiProblem)
     return app
 
 

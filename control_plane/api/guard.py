@@ -18,7 +18,9 @@ own origin. So, without tokens:
   ``Sec-Fetch-Site: cross-site``/``same-site``.
 
 With tokens a page cannot attach the ``Authorization`` header across origins
-without CORS consent, which the API never gives, so the token is the guard:
+without CORS consent, which the API never gives, so the token is the guard
+(or, for reads only, the dashboard's session cookie obtained with a token:
+:mod:`control_plane.api.session`):
 every path except the health probes (and ``/metrics`` when it is made public)
 needs a valid token *before routing*, including ``/docs``, ``/redoc`` and
 ``/openapi.json`` and paths that do not exist (no endpoint map for anonymous
@@ -33,7 +35,7 @@ import ipaddress
 import json
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .auth import TokenAuth
 
@@ -41,8 +43,8 @@ __all__ = ["ApiGuard", "LOOPBACK_NAMES", "OPEN_PATHS", "host_allowed"]
 
 #: Host names that always mean this machine (IP literals of 127.0.0.0/8 and ::1 too).
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-#: Paths answered without a token: the health probes.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Paths answered without a token: the health probes and the dashboard's sign-in page.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ui/login"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PROBLEM_JSON = b"application/problem+json"
 
@@ -90,8 +92,10 @@ class ApiGuard:
         auth: Callable[[], TokenAuth | None],
         allowed_hosts: Iterable[str] = (),
         open_paths: Iterable[str] = OPEN_PATHS,
+        sessions: Any = None,
     ) -> None:
         self.app = app
+        self.sessions = sessions  # control_plane.api.session.Sessions: a signed cookie allows reads
         self.auth = auth
         self.allowed_hosts = tuple(h.lower().rstrip(".") for h in allowed_hosts)
         self.open_paths = frozenset(open_paths)
@@ -109,6 +113,9 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         status, kind, detail, extra_headers = refusal
+        if status == 401 and _wants_page(scope, headers):  # a browser opening the dashboard: the sign-in page
+            await _redirect(send, "/ui/login?next=" + quote(scope.get("path", "/ui/"), safe="/"))
+            return
         await _reject(scope, send, status, kind, detail, extra_headers)
 
     # -- loopback mode ---------------------------------------------------------------------------
@@ -142,6 +149,9 @@ class ApiGuard:
             return None
         value = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = value.partition(" ")
+        if not value and self.sessions is not None and scope.get("method", "GET").upper() in ("GET", "HEAD") \
+                and self.sessions.from_headers(headers, auth) is not None:
+            return None
         if not value:
             return (401, "unauthorized", "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
                     {"WWW-Authenticate": 'Bearer realm="weir"'})
@@ -149,6 +159,19 @@ class ApiGuard:
             return (401, "unauthorized", "the bearer token is not valid",
                     {"WWW-Authenticate": 'Bearer realm="weir", error="invalid_token"'})
         return None
+
+
+def _wants_page(scope, headers: dict[bytes, bytes]) -> bool:
+    """A browser's page load of the dashboard or /docs (not a script's fetch of data)."""
+    path = scope.get("path", "")
+    return (scope.get("method") == "GET" and (path == "/docs" or path == "/ui" or path.startswith("/ui/"))
+            and not path.startswith("/ui/static/") and b"text/html" in headers.get(b"accept", b""))
+
+
+async def _redirect(send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _reject(scope, send, status: int, kind: str, detail: str, extra: dict[str, str] | None) -> None:

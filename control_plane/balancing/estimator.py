@@ -22,7 +22,7 @@ canary's analysis.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["FAIR", "PeakEwma", "weights_from_scores", "worth_pushing"]
 

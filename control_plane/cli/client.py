@@ -68,7 +68,9 @@ class WeirClient:
 
     def __init__(self, server: str | None = None, token: str | None = None, *, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None):
-        self.server = (server or default_server()).rstrip("/")
+        from .polish import normalize_server
+
+        self.server = normalize_server(server or default_server())  # ValueError names --server and the fix
         headers = {"Accept": "application/json, application/problem+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -135,6 +137,10 @@ class WeirClient:
     def events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
         params = {"after": after} if after else None
         return self._request("GET", f"/v1/rollouts/{_segment(name)}/events", params=params)["items"]
+
+    def get_path(self, path: str) -> Any:
+        """``GET`` any API path (with its query), e.g. what ``weir report`` collects."""
+        return self._request("GET", path)
 
     # -- fleet ----------------------------------------------------------------------------------
     def proxies(self) -> dict[str, Any]:

@@ -157,7 +157,12 @@ def _client_command(fn: Callable[[Any, argparse.Namespace, TextIO], int]) -> Cal
         from .client import ApiError, ServerUnreachable
 
         try:
-            with _client(args) as client:
+            client = _client(args)
+        except ValueError as err:  # --server that is no http(s) URL
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        try:
+            with client:
                 return fn(client, args, sys.stdout)
         except ApiError as err:
             lines = err.lines()
@@ -265,10 +270,12 @@ def _rollout_rows(items: list[dict[str, Any]]) -> list[list[str]]:
 
 def _cmd_get(client, args: argparse.Namespace, out: TextIO) -> int:
     if args.watch:
-        if not args.name:
-            print("error: --watch needs a rollout NAME", file=sys.stderr)
-            return 1
-        return _watch(client, args.name, args.interval, args.output, out)
+        from .watch import watch
+
+        try:
+            return watch(client, args.name, args.interval, args.output, out, step_text=_step, weight_text=_weight)
+        except KeyboardInterrupt:
+            return 130
     if args.name:
         data: Any = client.get(args.name)
         items = [data]
@@ -282,29 +289,6 @@ def _cmd_get(client, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     _table(["NAME", "SERVICE", "PHASE", "STEP", "WEIGHT", "AGE", "MESSAGE"], _rollout_rows(items), out)
     return 0
-
-
-def _watch(client, name: str, interval: float, output: str | None, out: TextIO) -> int:
-    """Poll one rollout, print a line whenever it changes; stop at a terminal phase (exit 0 only if Succeeded)."""
-    last = None
-    try:
-        while True:
-            r = client.get(name)
-            key = (r["phase"], r["step"], r["weight"], r.get("mirror"), r.get("gate"), r.get("message"), r["revision"])
-            if key != last:
-                last = key
-                if output == "json":
-                    print(json.dumps({k: r.get(k) for k in ("name", "revision", "phase", "step", "n_steps", "weight",
-                                                               "mirror", "gate", "message", "updated_at")}),
-                          file=out, flush=True)
-                else:
-                    print(f"{time.strftime('%H:%M:%S')}  {r['phase']:<11}  step {_step(r):<6}  weight {_weight(r):<5}  "
-                          f"{r.get('message', '')}", file=out, flush=True)
-            if not r.get("active", True):
-                return 0 if r["phase"] == "Succeeded" else 1
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return 130
 
 
 def _cmd_describe(client, args: argparse.Namespace, out: TextIO) -> int:
@@ -424,6 +408,20 @@ def _cmd_set_weight(client, args: argparse.Namespace, out: TextIO) -> int:
         _dump(r, args.output, out)
     else:
         print(f"rollout/{r['name']} weight set: {r['phase']}, weight {_weight(r)}: {r.get('message', '')}", file=out)
+    return 0
+
+
+def _cmd_report(client, args: argparse.Namespace, out: TextIO) -> int:
+    from ..ui.report import collect, write_report
+
+    data = collect(client.get_path, args.name)
+    try:
+        path = write_report(data, args.file or f"{args.name}.html")
+    except OSError as err:
+        print(f"error: -o {args.file}: cannot write: {err.strerror or err}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: rollout {args.name} ({data['rollout']['phase']}), {len(data['events'])} events with their "
+          "evidence; open it in any browser (self-contained, no network)", file=out)
     return 0
 
 
@@ -559,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..ha.cli import add_options as add_replica_options  # --store etcd://... and its TLS, lease flags
 
     add_replica_options(p)
+    from ..notify.config import add_notify_options
+
+    add_notify_options(p)
     p.set_defaults(func=_cmd_serve)
     security.add_certs_command(sub)
 
@@ -586,8 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", metavar="NAME")
     output_option(p)
     p.add_argument("-w", "--watch", action="store_true",
-                   help="print a line per change until a terminal phase (exit 0 if Succeeded, 1 otherwise)")
-    p.add_argument("--interval", type=float, default=1.0, help="--watch poll interval in seconds (default 1)")
+                   help="follow live: a line per rollout with step, weight, samples and SLO progress, redrawn "
+                        "in place on a terminal; with NAME until it ends (exit 0 if Succeeded, 1 otherwise), "
+                        "without until none is active")
+    p.add_argument("--interval", type=float, default=1.0, help="--watch refresh interval in seconds (default 1)")
     p.set_defaults(func=_client_command(_cmd_get))
 
     p = sub.add_parser("describe", help="one rollout in detail: steps, verdict, evidence, events", parents=[conn])
@@ -621,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_events))
 
+    p = sub.add_parser("report", help="write one rollout as a self-contained HTML file: plots and every decision's "
+                                      "evidence", parents=[conn])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-o", "--output", dest="file", metavar="FILE", help="the HTML file to write (default NAME.html)")
+    p.set_defaults(func=_client_command(_cmd_report))
+
     p = sub.add_parser("proxies", help="connected Envoy proxies, their versions and NACKs", parents=[conn])
     output_option(p)
     p.set_defaults(func=_client_command(_cmd_proxies))
@@ -650,14 +659,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .polish import closed_pipe_exit, describe_subcommands
+
+    parser = build_parser()
+    describe_subcommands(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # one INFO line per HTTP request would bury the client commands' output
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `weir ... | head`: the reader has all it wanted
+        return closed_pipe_exit()
 
 
 if __name__ == "__main__":

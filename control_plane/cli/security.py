@@ -123,6 +123,7 @@ class ServeSecurity:
     """What ``weir serve`` builds from its security options."""
 
     xds_credentials: Any = None
+    xds_relay_credentials: Any = None  # a replica's relay to the leader's xDS port (docs/ha.md)
     webhooks: Any = None
     api_ssl: dict[str, str] | None = None  # uvicorn ssl_certfile/ssl_keyfile
     allowed_hosts: tuple[str, ...] = ()
@@ -140,9 +141,11 @@ def serve_security(args: argparse.Namespace) -> ServeSecurity:
     if cert or key or ca:
         if not (cert and key):
             raise ValueError("xDS TLS needs --xds-tls-cert and --xds-tls-key (and --xds-tls-client-ca for mTLS)")
-        from xds.tls import server_credentials
+        from xds.tls import relay_credentials, server_credentials
 
-        out.xds_credentials = server_credentials(*ServerTls(Path(cert), Path(key), Path(ca) if ca else None).read())
+        files = ServerTls(Path(cert), Path(key), Path(ca) if ca else None).read()
+        out.xds_credentials = server_credentials(*files)
+        out.xds_relay_credentials = relay_credentials(*files)
     api_cert, api_key = getattr(args, "api_tls_cert", None), getattr(args, "api_tls_key", None)
     if api_cert or api_key:
         if not (api_cert and api_key):

@@ -58,6 +58,9 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
 
     import uvicorn
 
+    from ..notify.config import load_targets
+
+    targets = load_targets(args)  # a bad --notify is an error before anything starts
     # Bind the API before anything starts: a taken port is an error now, not after a success line.
     api_socket = bind_api(args.api_host, args.api_port)
     store = getattr(args, "store", None)
@@ -79,13 +82,23 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
         api_socket.close()
         raise
     engine = cp.engine
+    if targets:
+        from ..notify import Notifier
+        from ..rollouts.observers import add_observer
+
+        add_observer(engine, Notifier(targets, security.webhooks))
     app = create_app(engine, cp.registry, auth, metrics=cp.metrics, allowed_hosts=security.allowed_hosts,
                      balancer=cp.balancer, public_metrics=security.public_metrics,
-                     readiness=getattr(cp, "readiness", None))
+                     readiness=getattr(cp, "readiness", None), access_log=cp.access_log)
     serve_api = getattr(cp, "serve_api", None)
+    # Open event streams (the dashboard) would hold a graceful shutdown forever: give them 2 s.
     config = uvicorn.Config(serve_api(app) if serve_api else app, log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=2,
                             **(security.api_ssl or {}))
     api = uvicorn.Server(config)
+    from ..ui.stream import end_streams_on_exit
+
+    end_streams_on_exit(api, app.state.event_hub)  # Ctrl-C with a dashboard open: its stream ends first
     tasks = []
     if args.policies:
         tasks.append(asyncio.create_task(PolicyDirectory(engine, args.policies).run(), name="weir-policies"))
@@ -93,7 +106,9 @@ async def _serve(args: argparse.Namespace, auth, security) -> int:
     print(
         f"weir: xDS on {args.xds_host}:{cp.xds_port}{' (mTLS)' if security.xds_credentials else ''}, "
         f"API on {'https' if security.api_ssl else 'http'}://{api_host}:{api_port}, store {store or args.db}"
-        + (f", policies from {args.policies}" if args.policies else ""),
+        + (f", policies from {args.policies}" if args.policies else "")
+        + f"; dashboard at {'https' if security.api_ssl else 'http'}://{api_host}:{api_port}/ui/"
+        + (f", {len(targets)} notification target(s)" if targets else ""),
         flush=True,
     )
     try:

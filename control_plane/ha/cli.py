@@ -39,6 +39,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--advertise-api", metavar="URL",
                    help="the URL other replicas use to forward writes to this one when it leads "
                         "(default http://API_HOST:API_PORT; required when --api-host is 0.0.0.0 or ::)")
+    g.add_argument("--advertise-xds", metavar="HOST:PORT",
+                   help="where the other replicas relay their proxies' access logs while this one leads (default "
+                        "--xds-host:PORT, or the --advertise-api host when --xds-host is 0.0.0.0 or ::)")
     g.add_argument("--lease-ttl", type=int, default=DEFAULT_LEASE_TTL_S, metavar="SECONDS",
                    help=f"leadership lease TTL (default {DEFAULT_LEASE_TTL_S}): a dead leader is replaced after at "
                         "most this long")
@@ -53,6 +56,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--etcd-cert/--etcd-key need --etcd-cacert (the CA that signed the etcd members)")
     if args.lease_ttl < 2:
         raise ValueError(f"--lease-ttl must be at least 2 seconds (got {args.lease_ttl})")
+    advertise_xds = getattr(args, "advertise_xds", None)
+    if advertise_xds is not None:
+        host, sep, port = advertise_xds.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--advertise-xds {advertise_xds!r}: expected HOST:PORT (e.g. 10.0.1.5:18000)")
     if args.api_host in ("0.0.0.0", "::") and not args.advertise_api:
         raise ValueError(f"--api-host {args.api_host} is no address other replicas can reach: "
                          "give --advertise-api http://THIS-HOST:PORT")
@@ -73,6 +81,8 @@ async def start_from_args(args: argparse.Namespace, api_host: str, api_port: int
         xds_host=args.xds_host, xds_port=args.xds_port, analyzer=getattr(args, "analyzer", None),
         listen_address=args.listen_address, tick_s=args.tick, envoy_admins=getattr(args, "envoy_admin", None) or (),
         xds_credentials=None if security is None else security.xds_credentials,
+        advertise_xds=getattr(args, "advertise_xds", None),
+        relay_credentials=None if security is None else security.xds_relay_credentials,
         webhooks=None if security is None else security.webhooks,
         router=getattr(args, "router", "xds"), istio_namespace=getattr(args, "istio_namespace", "default"),
         istio_gateways=tuple(getattr(args, "istio_gateway", None) or ()),

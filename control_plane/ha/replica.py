@@ -5,7 +5,9 @@ connect to it, from the routing the leader publishes, and reports its
 proxies' convergence. Exactly one replica, the leader, runs the engine; its
 router is the :class:`~control_plane.routing.fleet.FleetRouter`, which waits on
 the proxies of every replica. Losing the lease stops the engine (every
-rollout holds) while xDS goes on serving the last routing.
+rollout holds) while xDS goes on serving the last routing. Every follower
+relays its proxies' access logs to the leader (:mod:`.relay`), so the
+leader's analysis judges the whole fleet's traffic.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -28,7 +31,8 @@ from ..store.etcd import EtcdStore
 from .cli import DEFAULT_LEASE_TTL_S
 from .forward import LeaderForwarding
 from .leadership import Leadership
-from .replication import ConvergenceReporter, ObservedRegistry, RoutingFollower
+from .relay import AccessLogRelay, LeaderWatch, RelayReceiver
+from .replication import ConvergenceReporter, FleetProxies, ObservedRegistry, RoutingFollower
 from .session import Session
 
 log = logging.getLogger("weir.ha")
@@ -46,6 +50,10 @@ class Replica(ControlPlane):
     leadership: Leadership = None  # type: ignore[assignment]
     follower: RoutingFollower = None  # type: ignore[assignment]
     reporter: ConvergenceReporter = None  # type: ignore[assignment]
+    relay: AccessLogRelay = None  # type: ignore[assignment]
+    receiver: RelayReceiver = None  # type: ignore[assignment]
+    fleet: FleetProxies = None  # type: ignore[assignment]
+    leader_watch: LeaderWatch = None  # type: ignore[assignment]
     replica_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -73,16 +81,25 @@ class Replica(ControlPlane):
                  tags=["replicas"])
         async def get_leader(_=Depends(app.state.viewer)):
             return {"leader": await self.leadership.leader(), "replica": self.replica_id, "role": self.role,
-                    "routing_revision": self.follower.revision}
+                    "routing_revision": self.follower.revision, "relay": self.relay_status()}
 
         self.extra["forwarding"] = forwarding = LeaderForwarding(app, self.leadership, self.replica_id)
         return forwarding
+
+    def relay_status(self) -> dict[str, Any]:
+        """This replica's relay to the leader, and (while it leads) what each other replica's relay delivered."""
+        return {"to_leader": self.relay.status(), "received": self.receiver.counters,
+                "from": {r: o.to_json() for r, o in sorted(self.access_log.relays.items())},
+                "fleet": {r: sorted(nodes) for r, nodes in sorted(self.fleet.view().items())}}
 
     async def stop(self) -> None:
         forwarding = self.extra.pop("forwarding", None)
         if forwarding is not None:
             await forwarding.aclose()
         await self.leadership.stop()
+        await self.leader_watch.stop()
+        await self.relay.stop()
+        await self.fleet.stop()
         await self.reporter.stop()
         await self.follower.stop()
         await self.engine.stop()
@@ -110,19 +127,27 @@ async def start_replica(
     router: str = "xds",
     istio_namespace: str = "default",
     istio_gateways: tuple[str, ...] = (),
+    advertise_xds: str | None = None,
+    relay_credentials: grpc.ChannelCredentials | None = None,
+    relay_buffer_bytes: int = 64 * 1024 * 1024,
 ) -> Replica:
     """Start xDS, the etcd session, routing follower, convergence reporter and leadership campaign.
 
     The serving side is the one-replica assembly's (:func:`~control_plane.assembly.start_serving`): mTLS,
     the access-log and OpenTelemetry log services, the latency-aware balancer of this replica's proxies.
     With ``router="istio"`` the leader's engine writes Istio objects and the replicas' xDS stays idle.
+    ``advertise_xds`` (``HOST:PORT``) is where the followers relay their proxies' access logs while this
+    replica leads (default: the xDS address, or the ``advertise_api`` host when xDS listens on all
+    addresses); ``relay_credentials`` the TLS of that relay (the xDS certificate, when xDS has mTLS).
     """
     if router not in ("xds", "istio"):
         raise ValueError(f"--router: expected xds or istio (got {router!r})")
     endpoints = parse_etcd_url(store_url)
+    receiver = RelayReceiver()
     serving = await start_serving(
         ObservedRegistry(), xds_host=xds_host, xds_port=xds_port, analyzer=analyzer, listen_address=listen_address,
         envoy_admins=envoy_admins, xds_credentials=xds_credentials, balance=router == "xds",
+        extra_handlers=[receiver.handler()],
     )
     registry, local, bound = serving.registry, serving.xds_router, serving.xds_port
     replica = replica_id or f"{socket.gethostname()}:{bound}"
@@ -136,10 +161,29 @@ async def start_replica(
         session = Session(client, lease_ttl_s)
         follower = RoutingFollower(client, store.key("routing"), local)
         reporter = ConvergenceReporter(client, session, store.key("convergence", replica), replica, follower, local,
-                                       registry)
+                                       registry, nodes_key=store.key("proxies", replica))
+        fleet = FleetProxies(client, store.key("proxies", ""), replica)
+        serving.access_log.fleet_proxies = fleet.view  # coverage: every proxy of the fleet, and whose relay holds it
+        holder: list[Leadership] = []
+        relay = AccessLogRelay(replica, serving.access_log, credentials=relay_credentials,
+                               max_buffer_bytes=relay_buffer_bytes,
+                               leading=lambda: bool(holder) and holder[0].is_leader and session.valid()).attach()
+        leader_watch = LeaderWatch(client, store.key("leader"), relay)
+
+        async def elected() -> None:
+            relay.lead()  # this replica's own proxies are in its own source: nothing to relay
+            await engine.start()
+
+        async def deposed() -> None:
+            relay.follow()  # keep everything for the next leader from now on
+            await engine.stop()
+
+        xds_address = advertise_xds or _advertised_xds(xds_host, bound, advertise_api)
         leadership = Leadership(client, session, store, {"replica": replica, "api": advertise_api,
-                                                         "xds": f"{xds_host}:{bound}"},
-                                on_elected=engine.start, on_deposed=engine.stop)
+                                                         "xds": xds_address},
+                                on_elected=elected, on_deposed=deposed)
+        holder.append(leadership)
+        receiver.bind(serving.access_log, replica=replica, is_leader=lambda: leadership.is_leader)
     except BaseException:
         await serving.stop()
         await client.close()
@@ -147,7 +191,20 @@ async def start_replica(
     session.start()
     follower.start()
     reporter.start()
+    fleet.start()
+    leader_watch.start()
+    relay.start()
     leadership.start()
-    log.info("replica %s: xDS on %s:%d, store %s (prefix %s)", replica, xds_host, bound, store_url, prefix)
+    log.info("replica %s: xDS on %s:%d (advertised %s), store %s (prefix %s)", replica, xds_host, bound, xds_address,
+             store_url, prefix)
     return Replica(serving, store, engine, metrics, client=client, session=session, leadership=leadership,
-                   follower=follower, reporter=reporter, replica_id=replica)
+                   follower=follower, reporter=reporter, relay=relay, receiver=receiver, fleet=fleet,
+                   leader_watch=leader_watch, replica_id=replica)
+
+
+def _advertised_xds(xds_host: str, port: int, advertise_api: str | None) -> str:
+    """Where other replicas reach this one's xDS port: its address, or the API's host when it binds every address."""
+    host = xds_host
+    if host in ("", "0.0.0.0", "::"):
+        host = (urlsplit(advertise_api).hostname if advertise_api else None) or socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

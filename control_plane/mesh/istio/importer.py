@@ -16,6 +16,12 @@ none. Settings Weir renders from its own defaults (retries, the connection
 pool) and what a policy has that Istio objects do not (the analysis, the steps
 after the first, endpoints) are filled in and listed in ``notes``.
 
+Retries and the connection pool's idle timeout map to ``spec.service.retries``
+and ``spec.service.idleTimeout``. A policy retries only what is safe to retry
+(requests that never reached the server, and resets when ``onReset``), so
+other retry conditions, per-try timeouts and other pool limits are not carried:
+each one is a note, not an error, since they do not change where requests go.
+
 Endpoints: Istio finds pods by label, a policy lists ``IP:PORT`` endpoints
 (Weir's xDS server needs them for EDS), so they come from the caller
 (``--endpoints v1=10.0.1.11:8080,10.0.1.12:8080``).
@@ -30,7 +36,7 @@ from policies import PolicyValidationError, RolloutPolicy, parse_duration, valid
 from policies.model import API_VERSION as POLICY_API_VERSION
 
 from ..errors import MeshError, MeshProblem
-from .defaults import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_PORT, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_ON, DEFAULT_VERSION_LABEL
+from .defaults import DEFAULT_PORT, DEFAULT_VERSION_LABEL
 
 __all__ = ["ImportOptions", "ImportResult", "import_objects", "DEFAULT_PORT", "SKELETON_RAMP"]
 
@@ -193,6 +199,7 @@ class _Rule:
     subset_order: list[str] = field(default_factory=list)
     load_balancing: dict[str, Any] = field(default_factory=dict)
     stickiness: str | None = None
+    idle_timeout_s: float | None = None
 
 
 def _read_rule(c: _Collector, obj: str, doc: Mapping[str, Any], options: ImportOptions) -> _Rule:
@@ -266,9 +273,7 @@ def _read_traffic_policy(c: _Collector, obj: str, path: str, policy: Any, rule: 
         elif key == "outlierDetection":
             _read_outlier_detection(c, obj, where, value, rule)
         elif key == "connectionPool":
-            if not _is_weirs_connection_pool(value):
-                c.notes.append(f"{obj}: {where} is not carried: Weir renders connectionPool.http.idleTimeout "
-                               f"{DEFAULT_IDLE_TIMEOUT_S:g}s and nothing else")
+            _read_connection_pool(c, obj, where, value, rule)
         elif key == "tls" and isinstance(value, Mapping) and set(value) == {"mode"} and value["mode"] == "ISTIO_MUTUAL":
             c.notes.append(f"{obj}: {where} (ISTIO_MUTUAL) is not carried: Istio's automatic mutual TLS does the same")
         elif key == "tls":
@@ -277,16 +282,19 @@ def _read_traffic_policy(c: _Collector, obj: str, path: str, policy: Any, rule: 
             c.unexpressible(obj, where, key)
 
 
-def _is_weirs_connection_pool(pool: Any) -> bool:
-    """Exactly what :mod:`.render` writes: ``{http: {idleTimeout: <the default>}}``."""
-    if not isinstance(pool, Mapping) or set(pool) != {"http"} or not isinstance(pool["http"], Mapping):
-        return False
-    if set(pool["http"]) != {"idleTimeout"}:
-        return False
-    try:
-        return parse_duration(pool["http"]["idleTimeout"]).total_seconds() == DEFAULT_IDLE_TIMEOUT_S
-    except ValueError:
-        return False
+def _read_connection_pool(c: _Collector, obj: str, path: str, pool: Any, rule: _Rule) -> None:
+    """``http.idleTimeout`` becomes the policy's idle timeout; other limits are not carried (noted)."""
+    if not isinstance(pool, Mapping):
+        c.error(obj, path, "expected a mapping")
+        return
+    http = pool.get("http")
+    if isinstance(http, Mapping) and "idleTimeout" in http:
+        rule.idle_timeout_s = _seconds(c, obj, f"{path}.http.idleTimeout", http["idleTimeout"])
+    others = [f"{path}.{k}" for k in pool if k != "http"]
+    others += [f"{path}.http.{k}" for k in (http if isinstance(http, Mapping) else {}) if k != "idleTimeout"]
+    if others:
+        c.notes.append(f"{obj}: {', '.join(others)} not carried: a policy sets the idle timeout of the "
+                       "connection pool and nothing else")
 
 
 def _read_load_balancer(c: _Collector, obj: str, path: str, lb: Any, rule: _Rule) -> None:
@@ -346,6 +354,8 @@ class _Routes:
     hosts: list[str] = field(default_factory=list)
     path_prefix: str = "/"
     timeout_s: float | None = None
+    # Each route's retries as the policy's spec.service.retries (None: Istio's default), with its path.
+    route_retries: list[tuple[dict[str, Any] | None, str]] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)  # subset -> weight, default route
     header_routes: list[tuple[str, str, str, str]] = field(default_factory=list)  # (header, exact, subset, path)
     mirror: tuple[str, float, str] | None = None  # (subset, percent, path)
@@ -391,6 +401,12 @@ def _read_service(c: _Collector, obj: str, doc: Mapping[str, Any], rule: _Rule) 
             if prefix != first_prefix:
                 c.error(obj, where, f"path prefix {prefix!r} differs from {first_path}'s {first_prefix!r}: "
                                     "a RolloutPolicy routes one path prefix")
+    if out.route_retries:
+        carried, carried_where = out.route_retries[-1]  # the default route's
+        for retries, where in out.route_retries[:-1]:
+            if retries != carried:
+                c.notes.append(f"{obj}: {where} differs from {carried_where}: a policy has one retry policy for all "
+                               f"routes; the default route's is carried")
     if timeouts:
         first_timeout, first_where = timeouts[0]
         for timeout, where in timeouts[1:]:
@@ -400,15 +416,48 @@ def _read_service(c: _Collector, obj: str, doc: Mapping[str, Any], rule: _Rule) 
     return out
 
 
+#: Retry conditions a policy can express: what never reached the server (always), resets (``onReset``).
+_SAFE_CONDITIONS = frozenset({"connect-failure", "reset-before-request"})
+
+
+def _read_retries(c: _Collector, obj: str, path: str, retries: Any) -> dict[str, Any] | None:
+    """A route's ``retries`` as ``spec.service.retries`` (None when the route has none: Istio's default)."""
+    if retries is None:
+        c.notes.append(f"{obj}: {path}: none set (Istio retries twice by default); the policy's default applies: one "
+                       "retry of what never reached the server")
+        return None
+    if not isinstance(retries, Mapping):
+        c.error(obj, path, "expected a mapping")
+        return None
+    attempts = retries.get("attempts", 2)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+        c.error(obj, f"{path}.attempts", f"expected a whole number, at least 0 (got {attempts!r})")
+        return None
+    if attempts > 5:
+        c.notes.append(f"{obj}: {path}.attempts: {attempts} is more than a policy allows; 5 carried")
+        attempts = 5
+    others = [f"{path}.{k}" for k in retries if k not in ("attempts", "retryOn")]
+    if others:
+        c.notes.append(f"{obj}: {', '.join(others)} not carried: a policy sets attempts and whether resets are retried")
+    if attempts == 0:
+        return {"attempts": 0}
+    conditions = {x.strip() for x in str(retries.get("retryOn", "")).split(",") if x.strip()}
+    if not conditions:
+        c.notes.append(f"{obj}: {path}.retryOn: none set (Istio's default conditions); the policy retries what never "
+                       "reached the server")
+    unsafe = sorted(conditions - _SAFE_CONDITIONS - {"reset"})
+    if unsafe:
+        c.notes.append(f"{obj}: {path}.retryOn: {', '.join(unsafe)} not carried: a policy retries only requests that "
+                       "never reached the server (and resets with onReset)")
+    return {"attempts": attempts, "onReset": "reset" in conditions}
+
+
 def _read_route(c, obj, path, route, last, rule, namespace, out, prefixes, timeouts) -> None:
     for key in route:
         if key in ("name", "match", "route", "timeout", "retries", "mirror", "mirrorPercentage"):
             continue
         c.unexpressible(obj, f"{path}.{key}", key)
-    retries = route.get("retries")
-    if retries is not None and retries != {"attempts": DEFAULT_RETRY_ATTEMPTS, "retryOn": DEFAULT_RETRY_ON}:
-        c.notes.append(f"{obj}: {path}.retries is not carried: Weir renders attempts {DEFAULT_RETRY_ATTEMPTS}, "
-                       f"retryOn {DEFAULT_RETRY_ON}")
+    out.route_retries.append((_read_retries(c, obj, f"{path}.retries", route.get("retries")), f"{path}.retries"))
     timeout = route.get("timeout")
     timeouts.append((_seconds(c, obj, f"{path}.timeout", timeout) if timeout is not None else None, f"{path}.timeout"))
     before = len(c.problems)
@@ -624,6 +673,14 @@ def import_objects(docs: Sequence[Any], options: ImportOptions = ImportOptions()
     service_name = rule.host.split(".")[0]
     service: dict[str, Any] = {"name": service_name, "domains": routes.hosts, "port": options.port,
                                "pathPrefix": routes.path_prefix}
+    carried_retries = routes.route_retries[-1][0] if routes.route_retries else None
+    if carried_retries is not None:
+        service["retries"] = carried_retries
+    if rule.idle_timeout_s is not None:
+        service["idleTimeout"] = _policy_duration(rule.idle_timeout_s)
+    else:
+        c.notes.append("spec.service.idleTimeout: the DestinationRule sets none (Istio's default is one hour); "
+                       "Weir's default 3s applies (below model servers' keep-alive)")
     if routes.timeout_s is not None:
         service["timeout"] = _policy_duration(routes.timeout_s)
     else:

@@ -24,11 +24,13 @@ What maps to what:
 Header names are lowercased (Istio requires lowercase header keys; HTTP header
 names are case-insensitive, so nothing changes for clients).
 
-Two settings are not in ``ServiceRouting`` yet and come from the module
-defaults until policies carry them: the retry policy of every route
-(``DEFAULT_RETRY_ATTEMPTS`` = 2 on ``DEFAULT_RETRY_ON`` = connect-failure,reset)
-and the connection-pool idle timeout (``DEFAULT_IDLE_TIMEOUT_S`` = 300 s). They
-live in :mod:`.defaults`, which says why each value, and are re-exported here.
+* ``retries`` -> every route's ``retries``: ``attempts`` and the same
+  conditions Envoy gets from Weir's own xDS (``retryOn``
+  connect-failure,reset-before-request, plus reset with ``onReset``);
+  ``attempts: 0`` turns Istio's default retries off.
+* ``idle_timeout`` -> ``trafficPolicy.connectionPool.http.idleTimeout`` (the
+  sidecar closes upstream connections idle this long: below the model
+  servers' keep-alive, so it never reuses one the server just closed).
 """
 
 from __future__ import annotations
@@ -38,17 +40,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies import RolloutPolicy
-from xds.routing import ServiceRouting
+from xds.routing import ServiceRouting, retry_conditions
 
 from ..adapter import Step, routing_at_step
 from ..errors import MeshError, MeshProblem, raise_if
-from .defaults import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_ON, DEFAULT_VERSION_LABEL
+from .defaults import DEFAULT_VERSION_LABEL
 
 __all__ = [
     "API_VERSION",
-    "DEFAULT_IDLE_TIMEOUT_S",
-    "DEFAULT_RETRY_ATTEMPTS",
-    "DEFAULT_RETRY_ON",
     "DEFAULT_VERSION_LABEL",
     "IstioObjects",
     "IstioOptions",
@@ -60,10 +59,6 @@ __all__ = [
 ]
 
 API_VERSION = "networking.istio.io/v1"
-
-# The module-level defaults (documented in .defaults, kept import-free for the CLI):
-# DEFAULT_RETRY_ATTEMPTS / DEFAULT_RETRY_ON - the retry policy of every route,
-# DEFAULT_IDLE_TIMEOUT_S - connectionPool.http.idleTimeout; both until policies carry them.
 
 #: ``lb_policy`` -> ``loadBalancer.simple``.
 LB_SIMPLE = {"round-robin": "ROUND_ROBIN", "least-request": "LEAST_REQUEST"}
@@ -91,9 +86,6 @@ class IstioOptions:
     host: str | None = None
     gateways: tuple[str, ...] = ()
     version_label: str = DEFAULT_VERSION_LABEL
-    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
-    retry_on: str = DEFAULT_RETRY_ON
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
 
     def destination_host(self, service: str) -> str:
         return self.host or f"{service}.{self.namespace}.svc.cluster.local"
@@ -134,10 +126,6 @@ def _option_problems(options: IstioOptions) -> list[MeshProblem]:
         problems.append(MeshProblem(obj, "--version-label", f"{options.version_label!r} is not a Kubernetes label key"))
     if options.host is not None and not _is_host(options.host):
         problems.append(MeshProblem(obj, "--host", f"{options.host!r} is not a host name"))
-    if options.retry_attempts < 0:
-        problems.append(MeshProblem(obj, "retry attempts", f"must be at least 0 (got {options.retry_attempts})"))
-    if options.idle_timeout_s <= 0:
-        problems.append(MeshProblem(obj, "idle timeout", f"must be longer than 0s (got {options.idle_timeout_s:g}s)"))
     return problems
 
 
@@ -233,9 +221,9 @@ def render(routing: ServiceRouting, options: IstioOptions = IstioOptions()) -> I
 
     def common() -> dict[str, Any]:
         out: dict[str, Any] = {"timeout": format_duration(routing.timeout.total_seconds())}
-        out["retries"] = {"attempts": options.retry_attempts}
-        if options.retry_attempts > 0:
-            out["retries"]["retryOn"] = options.retry_on
+        out["retries"] = {"attempts": routing.retries.attempts}
+        if routing.retries.attempts > 0:
+            out["retries"]["retryOn"] = retry_conditions(routing.retries)
         return out
 
     def uri() -> dict[str, Any]:  # a fresh dict per route: shared ones print as YAML anchors
@@ -275,7 +263,7 @@ def render(routing: ServiceRouting, options: IstioOptions = IstioOptions()) -> I
         load_balancer = {"simple": LB_SIMPLE[routing.lb_policy]}
     traffic_policy: dict[str, Any] = {
         "loadBalancer": load_balancer,
-        "connectionPool": {"http": {"idleTimeout": format_duration(options.idle_timeout_s)}},
+        "connectionPool": {"http": {"idleTimeout": format_duration(routing.idle_timeout.total_seconds())}},
     }
     od = routing.outlier_detection
     if od is not None:
