@@ -108,6 +108,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "analysis.sequential.x_start_mixture_best__mutmut_15": (
         "return np.asarray(best0, dtype=np.float64).copy(), np.full(B, -1, dtype=None)",
         "np.full infers int64 (numpy's default integer) from the fill value -1: the same array"),
+    "analysis.sequential.x__per_bet__mutmut_3": (
+        "ln = np.asarray(log_new, dtype=None)",
+        "the start masses come from start_log_mass, float64 already; broadcasting keeps the dtype"),
+    "analysis.sequential.x_count_fail_increments__mutmut_35": (
+        "xo = np.asarray(d_other, dtype=None)[:, None] if margin != 0.0 else 0.0",
+        "request counts (ints or floats) times the float64 log-factor: the same float64 values"),
+    "analysis.sequential.x_mixture_log_value__mutmut_10": (
+        "t = np.asarray(v, dtype=np.float64) + np.asarray(log_weights, )",
+        "v is float64 already, so the sum is float64 whatever the weights' array type (bet_log_weights: float64)"),
+    "analysis.sequential.x_start_mixture__mutmut_12": (
+        "return np.zeros((0, B)), np.asarray(v0, dtype=None).copy()",
+        "an empty batch returns the values it was given; callers hold them as float64"),
+    "analysis.sequential.xǁQuantileBlocksǁ_adaptive__mutmut_108": (
+        "lpsi = np.clip(np.nan_to_num(lor, nan=0.0, posinf=0.0, ), 0.0, cap[None, :])",
+        "-inf becomes the most negative float instead of 0, and the clip at 0 makes both 0"),
     "analysis.sequential.xǁQuantileBlocksǁprocess__mutmut_52": (
         "j = 1",
         "`lo` of bisect_left is only where the search starts: every look up to j has cum <= base < base + block, so "

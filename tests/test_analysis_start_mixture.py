@@ -154,52 +154,58 @@ def test_discounted_sums_by_their_definition():
     assert np.isfinite(a).all() and a[0] == pytest.approx(0.0, abs=1e-9)
 
 
-def count_growth(share, margin, e_c, e_s, lam_fr):
-    """Expected log-factor per request of each fail bet (Z = 1/p - m, -1/(1-p) - m or -m), ratio 1."""
-    dec = 1.0 / (1.0 - share) + margin
+def count_growth(share, margin, e_c, e_s, lam_fr, ratio=1.0):
+    """Expected log-factor per request of each fail bet (Z = 1/p - m, -ratio/(1-p) - m or -m)."""
+    dec = ratio / (1.0 - share) + margin
     lam = lam_fr / dec
     pc, ps = share * e_c, (1 - share) * e_s
     return pc * np.log1p(lam * (1 / share - margin)) + ps * np.log1p(-lam * dec) + (1 - pc - ps) * np.log1p(-lam * margin)
 
 
-def test_count_plug_in_bet_is_the_best_grid_bet_for_the_pulled_estimate():
-    share, margin = 0.1, 0.01
+@pytest.mark.parametrize("margin, ratio", [(0.01, 1.0), (0.0, 1.0), (0.0, 1.5)])
+def test_count_plug_in_bet_is_the_best_grid_bet_for_the_pulled_estimate(margin, ratio):
+    share = 0.1
     fr = sq.bet_fractions(share)
     cases = [
         # (stable requests, errors, canary requests, errors): what the bet should be
         (1000.0, 1.0, 100.0, 0.0),  # healthy: no bet
-        (1000.0, 1.0, 100.0, 8.0),  # 8% vs 0.1% with a 1 pp margin: a bet
+        (1000.0, 1.0, 100.0, 8.0),  # 8% vs 0.1%: a bet
         (0.0, 0.0, 0.0, 0.0),  # nothing seen
         (1000.0, 10.0, 5.0, 1.0),  # one canary error in 5: pulled toward stable by 10 pseudo-requests
         (1800.0, 0.0, 200.0, 10.0),  # 5% vs 0%: the errors-5% case of bench/reaction.py
+        (0.0, 0.0, 100.0, 30.0),  # no stable requests in memory: stable's rate counts as 0
     ]
     with np.errstate(divide="ignore"):
         sums = np.log(np.array(cases))
-    bets = sq.count_adaptive_bets(sums, share, margin=margin)
+    kw = {} if (margin, ratio) == (0.0, 1.0) else {"margin": margin, "ratio": ratio}  # the defaults: ratio 1, margin 0
+    bets = sq.count_adaptive_bets(sums, share, **kw)
     for (ns, xs, nc, xc), b in zip(cases, bets):
         e_s = xs / ns if ns > 0 else 0.0
         e_c = (xc + 10 * e_s) / (nc + 10)  # 10 pseudo-requests at stable's rate
-        g = count_growth(share, margin, e_c, e_s, fr)
+        g = count_growth(share, margin, e_c, e_s, fr, ratio)
         want = int(np.argmax(g)) if g.max() > 0 else -1
         assert b == want, (ns, xs, nc, xc)
-    assert bets[0] == -1 and bets[2] == -1 and bets[1] >= 0 and bets[4] >= 0
-    # the factors: the chosen grid bet's, or 1 (log 0) without a bet
-    inc = sq.count_fail_increments(np.array([2.0, 1.0]), np.array([0.0, 1.0]), np.array([98.0, 50.0]), share,
-                                   np.array([3, -1]), margin=margin)
-    lam = fr[3] / (1 / (1 - share) + margin)
-    assert inc.shape == (2, 21)
-    assert inc[0, -1] == pytest.approx(2 * math.log1p(lam * (1 / share - margin)) + 98 * math.log1p(-lam * margin), rel=1e-12)
-    assert inc[0, -1] == inc[0, 3] and inc[1, -1] == 0.0
+    assert bets[0] == -1 and bets[2] == -1 and bets[1] >= 0 and bets[4] >= 0 and bets[5] >= 0
+    # the factors: the chosen grid bet's (the smallest one, 0, included), or 1 (log 0) without a bet
+    inc = sq.count_fail_increments(np.array([2.0, 1.0, 3.0]), np.array([0.0, 1.0, 2.0]), np.array([98.0, 50.0, 70.0]), share,
+                                   np.array([3, -1, 0]), **kw)
+    dec = ratio / (1 - share) + margin
+    for row, (xc, xs, xo) in enumerate([(2, 0, 98), (1, 1, 50), (3, 2, 70)]):
+        lam = fr / dec
+        want = xc * np.log1p(lam * (1 / share - margin)) + xs * np.log1p(-lam * dec) + xo * (np.log1p(-lam * margin) if margin else 0.0)
+        np.testing.assert_allclose(inc[row, :20], want, rtol=1e-12)
+    assert inc.shape == (3, 21)
+    assert inc[0, -1] == inc[0, 3] and inc[1, -1] == 0.0 and inc[2, -1] == inc[2, 0] != 0.0
 
 
 # --------------------------------------------------------------------------------------- the judge's count e-process
 
 
-def reference_count_fail(d_req, d_err, share, margin):
+def reference_count_fail(d_req, d_err, share, margin, ratio=1.0):
     """The judge's error-rate FAIL e-value after each look, from the docstrings, one component per start.
 
-    Factors per look and bet: (1 + lam (1/p - m))^canary errors (1 - lam (1/(1-p) + m))^stable errors
-    (1 - lam m)^non-errors, lam = u / (1/(1-p) + m) for the 20 grid fractions u; the plug-in bet is the grid bet
+    Factors per look and bet: (1 + lam (1/p - m))^canary errors (1 - lam (r/(1-p) + m))^stable errors
+    (1 - lam m)^non-errors, lam = u / (r/(1-p) + m) for the 20 grid fractions u; the plug-in bet is the grid bet
     with the best expected log-factor for the discounted (memory 500 requests) rates seen before the look, the
     canary's rate pulled toward stable's by 10 pseudo-requests, or no bet. Components: the one started with the
     e-process (mass 1 - share_b) and one after every look (share_b (F(c_l) - F(c_{l-1})), F(c) = c/(c+250), c the
@@ -207,7 +213,7 @@ def reference_count_fail(d_req, d_err, share, margin):
     largest weighted component.
     """
     fr = sq.bet_fractions(share)
-    dec = 1.0 / (1.0 - share) + margin
+    dec = ratio / (1.0 - share) + margin
     lam = fr / dec
     la, lb, lc = np.log1p(lam * (1 / share - margin)), np.log1p(-lam * dec), np.log1p(-lam * margin)
     w_bet = np.r_[np.full(20, 0.75 / 20), 0.25]
@@ -223,7 +229,7 @@ def reference_count_fail(d_req, d_err, share, margin):
             s = s + cnt * math.exp(-(clock - t) / 500.0)
         e_s = s[1] / s[0] if s[0] > 0 else 0.0
         e_c = (s[3] + 10 * e_s) / (s[2] + 10)
-        g = count_growth(share, margin, e_c, e_s, fr)
+        g = count_growth(share, margin, e_c, e_s, fr, ratio)
         j = int(np.argmax(g)) if g.max() > 0 else -1
         xs, xc = d_err[l]
         xo = d_req[l].sum() - d_err[l].sum()
@@ -255,12 +261,14 @@ def _count_looks(seed, looks, per_look, share, rates):
     return d_req, d_err
 
 
-def test_the_judges_count_e_process_equals_the_reference_at_every_look():
-    share, margin = 0.1, 0.01
+@pytest.mark.parametrize("slo", [SLO("error-rate", 0.01), SLO("error-rate", 0.5, relative=True)], ids=["1 pp", "x 1.5"])
+def test_the_judges_count_e_process_equals_the_reference_at_every_look(slo):
+    share = 0.1
+    margin, ratio = (0.0, 1.0 + slo.max_increase) if slo.relative else (slo.max_increase, 1.0)
     # healthy for 60 looks, then 6% canary errors
     d_req, d_err = _count_looks(11, 120, 100, share, lambda l: (0.002, 0.002 if l < 60 else 0.06))
-    ref, largest = reference_count_fail(d_req, d_err, share, margin)
-    j = make_judge("sequential", [SLO("error-rate", margin)], alpha=1e-12)  # a threshold it never reaches
+    ref, largest = reference_count_fail(d_req, d_err, share, margin, ratio)
+    j = make_judge("sequential", [slo], alpha=1e-12)  # a threshold it never reaches
     cum_r, cum_e = np.cumsum(d_req, axis=0).astype(int), np.cumsum(d_err, axis=0).astype(int)
     got, comp = [], []
     for l in range(d_req.shape[0]):
@@ -276,27 +284,31 @@ def test_the_judges_count_e_process_equals_the_reference_at_every_look():
         assert comp[l]["after_look"] == k + 1, l  # looks count from 1; the start after look k
         assert comp[l]["after_canary_requests"] == (int(cum_r[k, 1]) if k >= 0 else 0)
         assert comp[l]["bet"] == ("plug-in" if b == 20 else "fixed grid")
-    # the plug-in bet's first component bet nothing while the canary was healthy: it carries the FAIL here
-    assert largest[-1] == (-1, 20) and comp[-1]["bet"] == "plug-in"
+    # with the 1 pp margin the plug-in bet's first component bet nothing while the canary was healthy: it carries
+    # the FAIL here
+    if not slo.relative:
+        assert largest[-1] == (-1, 20) and comp[-1]["bet"] == "plug-in"
 
 
 def test_the_fresh_count_e_process_helper_equals_the_reference():
-    share, margin = 0.2, 0.005
+    share = 0.2
     d_req, d_err = _count_looks(12, 50, 40, share, lambda l: (0.01, 0.01 if l < 25 else 0.05))
-    ref, _ = reference_count_fail(d_req, d_err, share, margin)
-    np.testing.assert_allclose(sq.count_fail_log_evalues(d_req, d_err, share, margin=margin), ref, rtol=1e-9, atol=1e-9)
+    for kw in ({"margin": 0.005}, {"ratio": 1.5}, {}):
+        ref, _ = reference_count_fail(d_req, d_err, share, kw.get("margin", 0.0), kw.get("ratio", 1.0))
+        np.testing.assert_allclose(sq.count_fail_log_evalues(d_req, d_err, share, **kw), ref, rtol=1e-9, atol=1e-9, err_msg=str(kw))
 
 
 # --------------------------------------------------------------------------------------- the quantile plug-in bet
 
 
-def test_quantile_plug_in_bet_by_its_definition():
+@pytest.mark.parametrize("slow", [1.4, 3.0])
+def test_quantile_plug_in_bet_by_its_definition(slow):
     rng = np.random.default_rng(13)
     spec = sq.QuantileSpec(0.5, 0.1, True, min_stable=40)
     qb = sq.QuantileBlocks([spec], block=20, interval=False)
     n = 4000
     arm = rng.random(n) < 0.3
-    lat = np.exp(rng.normal(3.0, 0.3, n)) * np.where(arm & (np.arange(n) > 2000), 1.4, 1.0)
+    lat = np.exp(rng.normal(3.0, 0.3, n)) * np.where(arm & (np.arange(n) > 2000), slow, 1.0)
     s_cnt, c_cnt = [], []
     for a in range(0, n, 10):
         s_cnt.append(int((~arm[a:a + 10]).sum())), c_cnt.append(int(arm[a:a + 10].sum()))
@@ -323,7 +335,10 @@ def test_quantile_plug_in_bet_by_its_definition():
         assert lr[k] == pytest.approx(block_lr_by_pmf(xa[k], na[k], nb[k], xa[k] + xb[k], math.exp(want)), abs=1e-9)
         S = S * math.exp(-(na[k] + nb[k]) / 200.0) + np.array([nb[k], xb[k], na[k], xa[k]])
     assert (lpsi[: na.size // 3] == 0).mean() > 0.8  # healthy: mostly no bet
-    assert (lpsi[-20:] > 0).all()  # 40% slower: betting
+    assert (lpsi[-20:] > 0).all()  # slower: betting
+    if slow > 2:  # far slower: the odds ratio is capped at twice the grid's largest
+        np.testing.assert_allclose(lpsi[-20:], cap, rtol=1e-12)
+        assert cap == pytest.approx(2 * math.log(2.5))
     # the discounted counts survive the state
     back = sq.QuantileBlocks([spec], block=20, interval=False).load_state(qb.to_state())
     np.testing.assert_allclose(np.exp(back.adapt[0]), S, rtol=1e-9)
