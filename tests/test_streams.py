@@ -638,3 +638,48 @@ def test_the_proxy_status_names_the_peer_and_the_protocol(env):
     delta = DeltaStream(cache, registry, peer="p2")
     delta_client(delta)(CLUSTER)
     assert (delta.status.protocol, delta.status.peer) == ("delta", "p2")
+
+
+def test_a_delta_nack_rejects_only_what_that_response_changed(env):
+    """Resources the proxy already held at the same version were not in question: only the changed one is rejected,
+    so an unchanged cluster is still sent again when it does change."""
+    cache, registry = env
+    cache.set_snapshot("*", snap({"a": "1", "b": "1"}, {"r": ("a", "b")}))
+    stream = DeltaStream(cache, registry)
+    req = delta_client(stream)
+    (cds,) = req(CLUSTER)
+    req(CLUSTER, nonce=cds.nonce)  # ACK a and b
+    cache.set_snapshot("*", snap({"a": "2", "b": "1"}, {"r": ("a", "b")}))
+    (cds2,) = stream_out(stream)
+    assert [r.name for r in cds2.resources] == ["a"]
+    req(CLUSTER, nonce=cds2.nonce, error="bad a")
+    assert stream.types[CLUSTER].rejected == {"a": cds2.resources[0].version}
+    cache.set_snapshot("*", snap({"a": "2", "b": "2"}, {"r": ("a", "b")}))
+    (cds3,) = stream_out(stream)
+    assert [r.name for r in cds3.resources] == ["b"]  # b changed: sent; a still at its rejected version: not
+
+
+def test_the_registry_reads_each_resource_s_acked_version_from_the_live_stream(env):
+    cache, registry = env
+    s = snap({"a": "1"}, {"r": ("a",)})
+    cache.set_snapshot("*", s)
+    client = connect_sotw(cache, registry)
+    (status,) = registry.proxies()
+    assert status.acked_version(CLUSTER, "a") == s.resources[CLUSTER]["a"].version
+    cache.set_snapshot("*", snap({"a": "2"}, {"r": ("a",)}))
+    (cds,) = [r for r in client.drain() if r.type_url == CLUSTER]
+    client.ack(cds)
+    assert status.acked_version(CLUSTER, "a") == cache.snapshot("*").resources[CLUSTER]["a"].version
+    assert status.acked_version(CLUSTER, "a") != s.resources[CLUSTER]["a"].version
+
+
+def test_a_reconnecting_proxy_holds_only_the_endpoints_it_subscribes_to(env):
+    """The held view of a named type is the subscription's, not every resource of the old snapshot."""
+    cache, registry = env
+    old = snap({"a": "1", "b": "1"}, {"r": ("a", "b")})
+    cache.set_snapshot("*", old)
+    client = SotwClient(SotwStream(cache, registry))
+    client.request(CLUSTER, (), version=old.version)
+    (eds,) = client.request(ENDPOINT, ["a"], version=old.version)
+    assert resource_names(eds) == ["a"]
+    assert set(client.stream.types[ENDPOINT].acked.resources) == {"a"}
