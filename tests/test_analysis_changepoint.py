@@ -50,8 +50,8 @@ def test_whole_rollout_false_rollback_rate(case):
 
 
 def test_count_fail_e_process_type1_at_the_boundary_over_many_looks():
-    """The error-rate FAIL e-process alone, 1,200 runs of 1,000 looks of 50 requests (50,000 requests), canary worse than
-    stable by exactly the 1 pp margin: it crosses 1/alpha in <= alpha of the runs (interval's upper end)."""
+    """The error-rate FAIL e-process alone, 1,200 runs of 1,000 looks of 50 requests (50,000 requests), canary
+    worse than stable by exactly the 1 pp margin: it crosses 1/alpha in <= alpha of the runs (interval's upper end)."""
     reps, looks, per, share, e_s, margin = 1200, 1000, 50, 0.1, 0.01, 0.01
     rng = np.random.default_rng(17)
     hits = 0
