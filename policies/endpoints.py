@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import describe
 
-__all__ = ["Endpoint", "parse_endpoint", "ENDPOINT_PATTERN", "MAX_ENDPOINT_WEIGHT"]
+__all__ = ["Endpoint", "is_ip_literal", "parse_endpoint", "ENDPOINT_PATTERN", "MAX_ENDPOINT_WEIGHT"]
 
 MAX_ENDPOINT_WEIGHT = 1_000_000
 """Upper bound for ``@weight``: keeps the per-locality sum far inside Envoy's uint32 limit."""
@@ -46,11 +46,7 @@ class Endpoint(BaseModel):
     @property
     def is_name(self) -> bool:
         """A DNS name (resolved by Weir) rather than an IP address."""
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return True
-        return False
+        return not is_ip_literal(self.host)
 
     @property
     def address(self) -> str:
@@ -60,6 +56,15 @@ class Endpoint(BaseModel):
 
     def __str__(self) -> str:
         return self.address if self.weight == 1 else f"{self.address}@{self.weight}"
+
+
+def is_ip_literal(host: str) -> bool:
+    """``host`` is an IPv4 or IPv6 address as text (not a name to resolve)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_endpoint(text: object, *, allow_names: bool = True) -> Endpoint:

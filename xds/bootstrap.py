@@ -8,8 +8,9 @@ with ``json.dump`` (JSON is valid YAML too) and start ``envoy -c FILE``.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Sequence
+
+from policies.endpoints import is_ip_literal
 
 from .tls import ClientTls, upstream_tls_transport_socket
 
@@ -52,7 +53,7 @@ def render_bootstrap(
         _require(bool(host), f"a standby xDS host must not be empty (got {host!r})")
         _require_port("standby xDS port", port)
     _require_port("admin_port", admin_port, lowest=0)  # 0: Envoy picks (see --admin-address-path)
-    _require(_is_ip(admin_address), f"admin_address must be an IP address (got {admin_address!r})")
+    _require(is_ip_literal(admin_address), f"admin_address must be an IP address (got {admin_address!r})")
     control_plane = _control_plane_cluster(xds_host, xds_port, standby_xds)
     if tls is not None:
         control_plane["transport_socket"] = upstream_tls_transport_socket(tls, xds_host)
@@ -91,7 +92,7 @@ def _control_plane_cluster(host: str, port: int, standby: Sequence[tuple[str, in
     connects. A name with only IPv6 addresses still works (V4_PREFERRED falls back).
     """
     hosts = [host, *(h for h, _ in standby)]
-    all_ips = all(_is_ip(h) for h in hosts)
+    all_ips = all(is_ip_literal(h) for h in hosts)
     cluster: dict[str, Any] = {
         "name": CONTROL_PLANE_CLUSTER,
         "type": "STATIC" if all_ips else "STRICT_DNS",
@@ -136,14 +137,6 @@ def _replicas(cluster: dict[str, Any], standby: Sequence[tuple[str, int]]) -> No
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _require(condition: bool, message: str) -> None:

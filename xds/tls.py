@@ -12,12 +12,13 @@ dials, so a certificate for some other host of the same CA is refused too.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from policies.endpoints import is_ip_literal
 
 __all__ = ["ClientTls", "relay_credentials", "server_credentials", "upstream_tls_transport_socket"]
 
@@ -61,18 +62,10 @@ class ClientTls:
     server_name: str | None = None
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def upstream_tls_transport_socket(tls: ClientTls, xds_host: str) -> dict[str, Any]:
     """The ``transport_socket`` of the bootstrap's control-plane cluster (paths made absolute)."""
     name = tls.server_name or xds_host
-    san_type = "IP_ADDRESS" if _is_ip(name) else "DNS"
+    san_type = "IP_ADDRESS" if is_ip_literal(name) else "DNS"
     context: dict[str, Any] = {
         "@type": _UPSTREAM_TLS,
         "common_tls_context": {

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from policies.model import LatencyAware
 
+from ..tasks import cancel_and_wait
 from .estimator import PeakEwma, weights_from_scores, worth_pushing
 from .queue import QueueScraper
 
@@ -150,13 +151,8 @@ class LatencyAwareBalancer:
             self._task = asyncio.create_task(self.run(), name="weir-balancer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.scraper.close()
 
     # -- reading (API, describe, metrics) -----------------------------------------------------------

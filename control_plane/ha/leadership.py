@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 
 from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable, absent, delete_op, get_op, lease_is, pb, put_op
 from ..store.etcd import EtcdStore, Fence
+from ..tasks import cancel_and_wait
 from .session import Session
 
 log = logging.getLogger("weir.ha")
@@ -151,13 +152,8 @@ class Leadership:
 
     async def stop(self) -> None:
         """Stop campaigning; a leader stops its engine and releases the key (handover without waiting for the TTL)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         lease = self.store.fence.lease if self.store.fence is not None else self.session.lease
         await self._step_down()
         if lease:

@@ -26,6 +26,7 @@ import time
 from typing import Callable
 
 from ..etcd.client import EtcdClient, EtcdError, EtcdUnavailable
+from ..tasks import cancel_and_wait
 
 log = logging.getLogger("weir.ha")
 
@@ -128,13 +129,8 @@ class Session:
 
     async def close(self, *, revoke: bool = True) -> None:
         """Stop refreshing; with ``revoke`` delete the lease (and every key on it) so others take over now."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         lease = self.lease
         self._set(0)
         if revoke and lease:

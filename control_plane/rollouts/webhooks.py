@@ -41,6 +41,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
+from policies.endpoints import is_ip_literal
+
 log = logging.getLogger("weir.webhooks")
 
 __all__ = [
@@ -260,7 +262,7 @@ class Destinations:
         host = (parts.hostname or "").lower()
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            addresses = [host] if _is_ip(host) else await self._addresses(host, port)
+            addresses = [host] if is_ip_literal(host) else await self._addresses(host, port)
         except (OSError, UnicodeError) as err:
             return _Target(None, f"cannot resolve {host}: {getattr(err, 'strerror', None) or err}")
         if not addresses:
@@ -281,14 +283,6 @@ class Destinations:
         hint = "allow it with weir serve --webhook-allow CIDR" if not self.restricted else \
             "add it with weir serve --webhook-allow CIDR|HOST"
         return _Target(None, f"destination refused: {'; '.join(refusals)} ({hint})")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- the client
@@ -357,7 +351,7 @@ class WebhookClient:
             headers[SIGNATURE_HEADER] = sign_body(self.secret, body, int(self.clock()))
         request_url = httpx.URL(url)
         extensions: dict[str, Any] = {}
-        if address is not None and not _is_ip(request_url.host):
+        if address is not None and not is_ip_literal(request_url.host):
             # Connect to the address that was checked; the Host header and TLS name stay the URL's.
             headers["Host"] = request_url.netloc.decode("ascii").rpartition("@")[2]
             if request_url.scheme == "https":

@@ -26,6 +26,8 @@ from typing import Callable, Iterable
 
 from policies.endpoints import Endpoint
 
+from ..tasks import cancel_and_wait
+
 log = logging.getLogger("weir.resolver")
 
 __all__ = ["EndpointResolver", "Resolution"]
@@ -131,10 +133,5 @@ class EndpointResolver:
             self._task = asyncio.create_task(self.run(), name="weir-resolver")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
