@@ -60,7 +60,9 @@ class SourcesStack:
         self.listener_port = free_port()
         self.xds_port = free_port()
         self.cache = SnapshotCache()
-        self.als = als or AccessLogSource()
+        # The tests use the access log as the exact reference (one latency sample per success): a burst above
+        # the default 500 samples/s per service would be thinned, so this harness keeps everything.
+        self.als = als or AccessLogSource(max_samples_per_s=1_000_000)
         # separate_als: the access logs go to their own server (bootstrap cluster "weir_als"),
         # which a test can stop and restart without touching ADS.
         self.separate_als = separate_als
